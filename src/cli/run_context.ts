@@ -1,0 +1,41 @@
+import { performance } from 'node:perf_hooks';
+import { StableDiffusionBundle } from '../models/bundle.js';
+import type { ProgressCallback } from '../pipelines/common.js';
+import { createProgress } from './progress.js';
+import { resolveModelDir, type RuntimeOptions } from './options.js';
+
+/**
+ * What every model command does around its pipeline: load the bundle, show progress on a TTY (never with
+ * --json, whose stdout must be one JSON document), and print the result.
+ */
+export async function withBundle<T>(
+  options: RuntimeOptions,
+  label: string,
+  run: (bundle: StableDiffusionBundle, onProgress: ProgressCallback) => Promise<T>,
+): Promise<{ result: T; seconds: number; device: string; model: string }> {
+  const model = resolveModelDir(options.model);
+  const started = performance.now();
+  const bundle = await StableDiffusionBundle.load(model, { device: options.device, intraOpNumThreads: options.threads });
+  const progress = createProgress({ enabled: process.stderr.isTTY === true && !options.json, label });
+  let currentStage = '';
+  const onProgress: ProgressCallback = ({ stage, step, total }) => {
+    if (stage !== currentStage) {
+      currentStage = stage;
+      progress.stage(stage, total);
+    }
+    progress.tick();
+    void step;
+  };
+  try {
+    const result = await run(bundle, onProgress);
+    return { result, seconds: (performance.now() - started) / 1000, device: bundle.device, model: bundle.dir };
+  } finally {
+    progress.stop();
+    await bundle.release();
+  }
+}
+
+export function report(json: boolean, summary: Record<string, unknown>, human: string): void {
+  if (json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else process.stderr.write(`${human}\n`);
+}
