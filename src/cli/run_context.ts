@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import type { ProgressCallback } from '../pipelines/common.js';
-import { createProgress } from './progress.js';
+import { createProgress, shouldShowProgress } from './progress.js';
 import { resolveModelDir, type RuntimeOptions } from './options.js';
 
 /**
@@ -16,7 +16,7 @@ export async function withBundle<T>(
   const model = resolveModelDir(options.model);
   const started = performance.now();
   const bundle = await StableDiffusionBundle.load(model, { device: options.device, intraOpNumThreads: options.threads });
-  const progress = createProgress({ enabled: process.stderr.isTTY === true && !options.json, label });
+  const progress = createProgress({ enabled: shouldShowProgress(options.json), label });
   let currentStage = '';
   const onProgress: ProgressCallback = ({ stage, step, total }) => {
     if (stage !== currentStage) {

@@ -64,7 +64,12 @@ export class VaeDecoder {
   }
 
   async decode(latents: NDArray): Promise<NDArray> {
-    return (await this.decodeRaw(latents)).map((v) => Math.min(1, Math.max(0, v / 2 + 0.5)));
+    const raw = await this.decodeRaw(latents);
+    if (raw.data.some(Number.isNaN)) {
+      // The usual cause is fp16 overflow inside the decoder; a black image would hide it.
+      throw new ModelError(`'${this.session.path}' produced NaN values (an fp16 VAE overflowing?); try an fp32 VAE decoder`);
+    }
+    return raw.map((v) => Math.min(1, Math.max(0, v / 2 + 0.5)));
   }
 }
 
