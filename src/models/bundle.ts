@@ -185,11 +185,21 @@ function readOptionalJson(path: string): JsonObject | undefined {
 
 function parseJson(path: string): JsonObject | undefined {
   try {
-    const value: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    const value: unknown = JSON.parse(pythonJsonToJson(readFileSync(path, 'utf8')));
     return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as JsonObject) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * diffusers writes configs with Python's json module, which emits bare Infinity/-Infinity/NaN (e.g. DPM-Solver's
+ * `lambda_min_clipped: -Infinity`). JSON.parse rejects them; 1e999 parses to Infinity, and NaN becomes null.
+ */
+export function pythonJsonToJson(text: string): string {
+  return text.replace(/([:\[,]\s*)(-?)(Infinity|NaN)(?=\s*[,\]}])/g, (_m, before: string, sign: string, word: string) =>
+    word === 'NaN' ? `${before}null` : `${before}${sign}1e999`,
+  );
 }
 
 function readOptionalNumber(config: JsonObject | undefined, key: string): number | undefined {
