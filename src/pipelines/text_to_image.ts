@@ -48,8 +48,10 @@ export async function textToImage(
   const guidanceScale = options.guidanceScale ?? 7.5;
   checkSteps(numInferenceSteps);
   checkGuidance(guidanceScale);
-  const width = options.width ?? bundle.defaultImageSize;
-  const height = options.height ?? bundle.defaultImageSize;
+  // Explicit latents fix the size when width/height are not given.
+  const f = bundle.vaeScaleFactor;
+  const width = options.width ?? (options.latents ? options.latents.shape[3] * f : bundle.defaultImageSize);
+  const height = options.height ?? (options.latents ? options.latents.shape[2] * f : bundle.defaultImageSize);
   const shape = latentShape(bundle, width, height);
   const { scheduler, notice } = createScheduler(bundle.schedulerConfig, { override: options.scheduler });
   const { generator, seed } = resolveGenerator(options);
