@@ -42,6 +42,12 @@ export class StableDiffusionBundle {
     readonly schedulerConfig: JsonObject,
     /** Image pixels per latent pixel, 2^(number of VAE down blocks − 1): 8 for SD, derived, never assumed. */
     readonly vaeScaleFactor: number,
+    /**
+     * Image sizes must be multiples of this: the VAE factor times the UNet's own downsampling. Exported UNets
+     * upsample by a fixed ×2 (the shapes were traced), so latents must divide evenly at every level — for
+     * SD 1.5 that is 8 × 8 = 64 pixels.
+     */
+    readonly sizeMultiple: number,
     readonly latentChannels: number,
     readonly unetInChannels: number,
     readonly vaeScalingFactor: number,
@@ -112,6 +118,9 @@ export class StableDiffusionBundle {
       );
     }
     const vaeScaleFactor = await deriveVaeScaleFactor(vaeConfig, vaeDecoder, latentChannels);
+    const unetBlocks = unetConfig?.['block_out_channels'];
+    // Without a config, assume SD's four UNet blocks (three downsamplings).
+    const unetDownsampling = 2 ** ((Array.isArray(unetBlocks) && unetBlocks.length > 0 ? unetBlocks.length : 4) - 1);
 
     return new StableDiffusionBundle(
       root,
@@ -123,6 +132,7 @@ export class StableDiffusionBundle {
       vaeDecoder,
       schedulerConfig,
       vaeScaleFactor,
+      vaeScaleFactor * unetDownsampling,
       latentChannels,
       unetInChannels,
       vaeScalingFactor,

@@ -55,12 +55,13 @@ export async function predictNoise(
 /** Validates an output size against the VAE factor and returns the latent shape. */
 export function latentShape(bundle: StableDiffusionBundle, width: number, height: number): number[] {
   const f = bundle.vaeScaleFactor;
+  const multiple = bundle.sizeMultiple;
   for (const [name, value] of [
     ['width', width],
     ['height', height],
   ] as const) {
-    if (!Number.isInteger(value) || value <= 0 || value % f !== 0) {
-      throw new UserError(`${name} must be a positive multiple of ${f} for this model, got ${value}`);
+    if (!Number.isInteger(value) || value <= 0 || value % multiple !== 0) {
+      throw new UserError(`${name} must be a positive multiple of ${multiple} for this model, got ${value}`);
     }
   }
   return [1, bundle.latentChannels, height / f, width / f];

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
@@ -20,6 +20,11 @@ export function parseDevice(value: string): DeviceName {
  * that silently runs on the CPU when the user asked for the GPU hides a real problem.
  */
 export function executionProviders(device: ResolvedDevice): ort.InferenceSession.ExecutionProviderConfig[] {
+  if (device === 'webgpu' && !vulkanLoaderPresent()) {
+    throw new UserError(
+      'WebGPU needs a GPU with Vulkan drivers, and no Vulkan loader (libvulkan.so.1) is installed on this machine; use --device cpu',
+    );
+  }
   switch (device) {
     case 'cpu':
       return ['cpu'];
@@ -46,11 +51,35 @@ export function cudaProviderInstalled(): boolean {
   }
 }
 
+/**
+ * On Linux, ORT's WebGPU provider (Dawn) runs on Vulkan and prints a native warning to stderr when the loader
+ * library is missing. Looking for it first keeps `--device auto` quiet on machines without a GPU stack.
+ */
+export function vulkanLoaderPresent(): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu',
+    '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64',
+    '/usr/lib',
+    '/lib/x86_64-linux-gnu',
+    '/usr/local/lib',
+  ];
+  if (dirs.some((dir) => existsSync(join(dir, 'libvulkan.so.1')))) return true;
+  try {
+    return readFileSync('/etc/ld.so.cache').includes('libvulkan.so.1');
+  } catch {
+    return false;
+  }
+}
+
 let webgpuAvailable: Promise<boolean> | undefined;
 
 /** Whether a WebGPU adapter exists, probed once per process with a one-node model. */
 export function probeWebGpu(): Promise<boolean> {
   webgpuAvailable ??= (async () => {
+    if (!vulkanLoaderPresent()) return false;
     try {
       const session = await ort.InferenceSession.create(IDENTITY_MODEL, { executionProviders: ['webgpu'] });
       await session.release();

@@ -25,6 +25,7 @@ describe('bundle variants', () => {
   it('reads an SD 1.5-style Optimum export', async () => {
     const b = await load('tiny-sd');
     expect(b.vaeScaleFactor).toBe(4);
+    expect(b.sizeMultiple).toBe(8); // VAE ×4, UNet (16, 32) blocks ×2
     expect(b.latentChannels).toBe(4);
     expect(b.unetInChannels).toBe(4);
     expect(b.isInpaintingUNet).toBe(false);
@@ -37,6 +38,7 @@ describe('bundle variants', () => {
   it('reads an SD2-style export: int64 ids, float scalar timestep, latent_sample, external data, factor 2', async () => {
     const b = await load('tiny-sd2-v');
     expect(b.vaeScaleFactor).toBe(2);
+    expect(b.sizeMultiple).toBe(4);
     expect(b.vaeScalingFactor).toBe(0.13025);
     expect(b.textEncoder.session.input('input_ids').type).toBe('int64');
     expect(b.unet.session.input('timestep')).toMatchObject({ type: 'float32', shape: [] });

@@ -29,7 +29,7 @@ export function img2imgCommand(): Command {
     checkOutputPath(options.out, [imagePath]);
     const noise = options.noise ? await readNpy(options.noise) : undefined;
     const { result, seconds, device, model } = await withBundle(options, 'img2img', async (bundle, onProgress) => {
-      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.vaeScaleFactor, label: 'input image' });
+      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.sizeMultiple, label: 'input image' });
       return img2img(bundle, {
         prompt: options.prompt,
         image: input.tensor,

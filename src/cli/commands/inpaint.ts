@@ -31,7 +31,7 @@ export function inpaintCommand(): Command {
     checkOutputPath(options.out, [imagePath, options.mask]);
     const noise = options.noise ? await readNpy(options.noise) : undefined;
     const { result, seconds, device, model } = await withBundle(options, 'inpaint', async (bundle, onProgress) => {
-      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.vaeScaleFactor, label: 'input image' });
+      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.sizeMultiple, label: 'input image' });
       const mask = await loadMask(options.mask, input.width, input.height, { label: 'mask' });
       return inpaint(bundle, {
         prompt: options.prompt,

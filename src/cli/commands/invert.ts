@@ -38,7 +38,7 @@ export function invertCommand(): Command {
     checkOutputPath(options.out, [imagePath]);
     if (options.reconstruction) checkOutputPath(options.reconstruction, [imagePath, options.out]);
     const { result, seconds, device, model } = await withBundle(options, 'invert', async (bundle, onProgress) => {
-      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.vaeScaleFactor, label: 'input image' });
+      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.sizeMultiple, label: 'input image' });
       return ddimInversion(bundle, {
         image: input.tensor,
         prompt: options.prompt,
