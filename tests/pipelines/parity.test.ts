@@ -131,3 +131,25 @@ describe.each(Object.keys(index.cases))('parity: %s', (name) => {
     }
   });
 });
+
+describe('fp16 bundle', () => {
+  it('runs the txt2img_ddim case in half precision close to the fp32 reference', async () => {
+    const dir = join(PARITY, 'txt2img_ddim');
+    const inputs = JSON.parse(readFileSync(join(dir, 'inputs.json'), 'utf8')) as CaseInputs;
+    const b = await bundle('tiny-sd-fp16');
+    const r = await textToImage(b, {
+      prompt: inputs.prompt,
+      negativePrompt: inputs.negative_prompt ?? undefined,
+      numInferenceSteps: inputs.num_inference_steps,
+      guidanceScale: inputs.guidance_scale,
+      scheduler: 'ddim',
+      latents: await readNpy(join(dir, 'init_latents.npy')),
+    });
+    const latentError = relativeError(r.latents, await readNpy(join(dir, 'latents.npy')));
+    const imageError = relativeError(r.image, await readNpy(join(dir, 'output_image.npy')));
+    errors['txt2img_ddim (fp16 bundle)'] = { latents: latentError, image: imageError };
+    // Half precision carries ~3 significant digits through 8 guided steps.
+    expect(latentError).toBeLessThan(1e-2);
+    expect(imageError).toBeLessThan(2e-2);
+  });
+});
