@@ -207,7 +207,7 @@ function parseJson(path: string): JsonObject | undefined {
  * `lambda_min_clipped: -Infinity`). JSON.parse rejects them; 1e999 parses to Infinity, and NaN becomes null.
  */
 export function pythonJsonToJson(text: string): string {
-  return text.replace(/([:\[,]\s*)(-?)(Infinity|NaN)(?=\s*[,\]}])/g, (_m, before: string, sign: string, word: string) =>
+  return text.replace(/([:[,]\s*)(-?)(Infinity|NaN)(?=\s*[,\]}])/g, (_m, before: string, sign: string, word: string) =>
     word === 'NaN' ? `${before}null` : `${before}${sign}1e999`,
   );
 }
