@@ -113,6 +113,7 @@ export class StableDiffusionBundle {
     }
     const vocabSize = readOptionalNumber(textConfig, 'vocab_size');
     if (vocabSize !== undefined && tokenizer.vocabSize > vocabSize) {
+      // Base vocabulary only: added tokens (textual inversion) may legitimately extend the embedding table.
       throw new ModelError(
         `'${join(root, 'tokenizer')}' has ${tokenizer.vocabSize} tokens but the text encoder's vocab_size is ${vocabSize}`,
       );
