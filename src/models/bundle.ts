@@ -112,10 +112,10 @@ export class StableDiffusionBundle {
       );
     }
     const vocabSize = readOptionalNumber(textConfig, 'vocab_size');
-    if (vocabSize !== undefined && tokenizer.vocabSize > vocabSize) {
-      // Base vocabulary only: added tokens (textual inversion) may legitimately extend the embedding table.
+    // Every id the tokenizer can emit, added tokens included, must index the text encoder's embedding table.
+    if (vocabSize !== undefined && tokenizer.size > vocabSize) {
       throw new ModelError(
-        `'${join(root, 'tokenizer')}' has ${tokenizer.vocabSize} tokens but the text encoder's vocab_size is ${vocabSize}`,
+        `'${join(root, 'tokenizer')}' has ${tokenizer.size} tokens but the text encoder's vocab_size is ${vocabSize}`,
       );
     }
     const vaeScaleFactor = await deriveVaeScaleFactor(vaeConfig, vaeDecoder, latentChannels);
