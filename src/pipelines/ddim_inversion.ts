@@ -1,11 +1,13 @@
 import type { StableDiffusionBundle } from '../models/bundle.js';
 import type { NDArray } from '../runtime/ndarray.js';
+import { UserError } from '../util/errors.js';
 import { createInverseScheduler, createScheduler } from '../schedulers/index.js';
 import {
   checkGuidance,
   checkImage,
   checkLatents,
   checkSteps,
+  checkStrength,
   encodePrompt,
   predictNoise,
   type ProgressCallback,
@@ -52,10 +54,15 @@ export async function ddimInversion(
   checkSteps(numInferenceSteps);
   checkGuidance(guidanceScale);
   checkImage(bundle, options.image);
+  checkStrength(fraction);
   const inverse = createInverseScheduler(bundle.schedulerConfig);
   inverse.setTimesteps(numInferenceSteps);
-  const stepsToRun = Math.round(numInferenceSteps * fraction);
+  // floor, as diffusers' get_timesteps: the forward pass over the same tail of the schedule must line up step for step.
+  const stepsToRun = Math.min(Math.floor(numInferenceSteps * fraction), numInferenceSteps);
   const timesteps = inverse.timesteps.slice(0, stepsToRun);
+  if (timesteps.length === 0) {
+    throw new UserError(`inversion strength ${fraction} with ${numInferenceSteps} steps inverts no step; raise it or --steps`);
+  }
 
   // 1. Encode the prompt and the image.
   const embeddings = await encodePrompt(bundle, options.prompt ?? '', options.negativePrompt, guidanceScale);
