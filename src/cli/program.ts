@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
 import { img2imgCommand } from './commands/img2img.js';
 import { inpaintCommand } from './commands/inpaint.js';
@@ -11,7 +12,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [generateCommand(), img2imgCommand(), inpaintCommand(), invertCommand()]) {
+  for (const command of [generateCommand(), img2imgCommand(), inpaintCommand(), invertCommand(), editCommand()]) {
     program.addCommand(command.showHelpAfterError('(run with --help for usage)').exitOverride());
   }
   return program;

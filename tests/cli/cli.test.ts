@@ -98,6 +98,28 @@ describe('editkit img2img / inpaint / invert', () => {
   });
 });
 
+describe('editkit edit (DiffEdit)', () => {
+  it('writes the edit, the mask and a side-by-side picture', async () => {
+    const r = editkit('edit', join(work, 'in.png'), '--model', TINY, '--to', 'a dog', '--from', 'a cat', '--steps', '5', '--mask-draws', '2', '--seed', '4', '--device', 'cpu', '-o', join(work, 'edit.png'), '--save-mask', join(work, 'edit-mask.png'), '--side-by-side', join(work, 'edit-sbs.png'), '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { maskFraction: number; seed: number };
+    expect(summary.seed).toBe(4);
+    expect(summary.maskFraction).toBeGreaterThanOrEqual(0);
+    const sbs = await sharp(join(work, 'edit-sbs.png')).metadata();
+    expect([sbs.width, sbs.height]).toEqual([3 * 40 + 2 * 8, 32]);
+    const mask = await sharp(join(work, 'edit-mask.png')).metadata();
+    expect([mask.width, mask.height]).toEqual([40, 32]);
+  });
+
+  it('shows every default in --help', () => {
+    const r = editkit('edit', '--help');
+    expect(r.code).toBe(0);
+    for (const d of ['(default: 0.8)', '(default: 0.5)', '(default: 10)', '(default: 3)', '(default: 50)', '(default: 7.5)', '(default: "replace")', '(default: "ddim")']) {
+      expect(r.stdout.replace(/\s+/g, ' ')).toContain(d);
+    }
+  });
+});
+
 describe('user errors: one line, exit 2, no stack trace, no output file', () => {
   const cases: [string, string[], RegExp][] = [
     ['missing model folder', ['generate', '--model', '/nonexistent', '-p', 'x', '-o', 'OUT.png'], /model folder '\/nonexistent' does not exist/],
