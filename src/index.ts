@@ -19,3 +19,7 @@ export { resolveDevice, parseDevice, type DeviceName, type ResolvedDevice } from
 export { loadImage, loadMask, saveImage, resolveSize } from './image/io.js';
 export { readNpy, writeNpy } from './util/npy.js';
 export { UserError, ModelError } from './util/errors.js';
+export * as world from './world/index.js';
+export { psnr, maskIoU, meanAbsoluteError } from './metrics/image.js';
+export { frechetDistance } from './metrics/frechet.js';
+export { diffEdit, inferMask, type DiffEditOptions, type DiffEditResult, type MaskBlend } from './pipelines/diffedit.js';

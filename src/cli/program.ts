@@ -5,6 +5,7 @@ import { generateCommand } from './commands/generate.js';
 import { img2imgCommand } from './commands/img2img.js';
 import { inpaintCommand } from './commands/inpaint.js';
 import { invertCommand } from './commands/invert.js';
+import { worldCommand } from './commands/world.js';
 
 export function buildProgram(): Command {
   const program = new Command('editkit')
@@ -12,7 +13,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [generateCommand(), img2imgCommand(), inpaintCommand(), invertCommand(), editCommand()]) {
+  for (const command of [generateCommand(), img2imgCommand(), inpaintCommand(), invertCommand(), editCommand(), worldCommand()]) {
     program.addCommand(command.showHelpAfterError('(run with --help for usage)').exitOverride());
   }
   return program;

@@ -14,7 +14,14 @@ import { caption, sceneFacts } from '../../world/caption.js';
 import { CLASS_NAMES, classColours, getClass } from '../../world/catalog.js';
 import { EDIT_TASKS, sampleEdit, type EditTask } from '../../world/edits.js';
 import { encodePng, renderScene } from '../../world/render.js';
-import { MAX_IMAGE_SIZE, MAX_OBJECTS, MIN_IMAGE_SIZE, readSceneFile, sampleScene, sceneToJson } from '../../world/scene.js';
+import {
+  MAX_IMAGE_SIZE,
+  MAX_OBJECTS,
+  MIN_IMAGE_SIZE,
+  readSceneFile,
+  sampleScene,
+  sceneToJson,
+} from '../../world/scene.js';
 import { SPLITS, splitSeed, type Split } from '../../world/splits.js';
 
 /**
@@ -47,7 +54,10 @@ function integer(name: string, min: number, max: number) {
 }
 
 function splitOption(): Option {
-  return new Option('--split <name>', 'seed range: train or heldout (then --seed/--start is an index within it)').choices(SPLITS);
+  return new Option(
+    '--split <name>',
+    'seed range: train or heldout (then --seed/--start is an index within it)',
+  ).choices(SPLITS);
 }
 
 function report(json: boolean, summary: Record<string, unknown>, human: string): void {
@@ -60,15 +70,20 @@ async function ensureDir(dir: string, what: string): Promise<void> {
     await mkdir(dir, { recursive: true });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new UserError(`cannot create ${what} '${dir}' (${code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (code ?? String(error))})`, {
-      cause: error,
-    });
+    throw new UserError(
+      `cannot create ${what} '${dir}' (${code === 'EEXIST' || code === 'ENOTDIR' ? 'a file is in the way' : (code ?? String(error))})`,
+      {
+        cause: error,
+      },
+    );
   }
 }
 
 function checkPng(path: string, option: string): void {
   if (extname(path).toLowerCase() !== '.png') {
-    throw new UserError(`${option} '${path}' must be a .png file (masks and ground truth are stored losslessly)`);
+    throw new UserError(
+      `${option} '${path}' must be a .png file (masks and ground truth are stored losslessly)`,
+    );
   }
 }
 
@@ -85,7 +100,11 @@ function imageSize(options: SizeOptions): { width?: number; height?: number } {
 function addSizeOptions(command: Command): Command {
   const px = (name: string) => integer(name, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE);
   return command
-    .option('--size <px>', `square image size, ${MIN_IMAGE_SIZE}–${MAX_IMAGE_SIZE} (default 128)`, px('--size'))
+    .option(
+      '--size <px>',
+      `square image size, ${MIN_IMAGE_SIZE}–${MAX_IMAGE_SIZE} (default 128)`,
+      px('--size'),
+    )
     .option('--width <px>', 'image width (overrides --size)', px('--width'))
     .option('--height <px>', 'image height (overrides --size)', px('--height'));
 }
@@ -104,31 +123,54 @@ function sampleSub(): Command {
   const command = new Command('sample')
     .description('write random scene specs (scene-<seed>.json) and an index.ndjson of captions and facts')
     .requiredOption('-n, --count <n>', 'number of scenes', integer('--count', 1, 1_000_000))
-    .option('--seed <n>', 'first seed (with --split: first index in the split)', integer('--seed', 0, 2 ** 32 - 1), 0)
+    .option(
+      '--seed <n>',
+      'first seed (with --split: first index in the split)',
+      integer('--seed', 0, 2 ** 32 - 1),
+      0,
+    )
     .requiredOption('-o, --out <dir>', 'output folder')
     .addOption(splitOption())
     .option('--min-objects <n>', 'fewest objects per scene', integer('--min-objects', 0, MAX_OBJECTS), 1)
-    .option('--max-objects <n>', 'most objects per scene', integer('--max-objects', 0, MAX_OBJECTS), MAX_OBJECTS)
+    .option(
+      '--max-objects <n>',
+      'most objects per scene',
+      integer('--max-objects', 0, MAX_OBJECTS),
+      MAX_OBJECTS,
+    )
     .option('--json', 'print a machine-readable JSON result on stdout', false);
   addSizeOptions(command);
   return command.action(async (options: SampleCliOptions) => {
     if (options.minObjects > options.maxObjects) {
-      throw new UserError(`--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`);
+      throw new UserError(
+        `--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`,
+      );
     }
     await ensureDir(options.out, 'output folder');
     const lines: string[] = [];
     const files: string[] = [];
     for (let k = 0; k < options.count; k++) {
       const seed = options.split ? splitSeed(options.split, options.seed + k) : options.seed + k;
-      if (seed > 2 ** 32 - 1) throw new UserError(`--seed ${options.seed} + --count ${options.count} runs past the largest seed (2^32 − 1)`);
-      const scene = sampleScene(seed, { ...imageSize(options), minObjects: options.minObjects, maxObjects: options.maxObjects });
+      if (seed > 2 ** 32 - 1)
+        throw new UserError(
+          `--seed ${options.seed} + --count ${options.count} runs past the largest seed (2^32 − 1)`,
+        );
+      const scene = sampleScene(seed, {
+        ...imageSize(options),
+        minObjects: options.minObjects,
+        maxObjects: options.maxObjects,
+      });
       const file = `scene-${String(seed).padStart(10, '0')}.json`;
       await writeFileAtomic(join(options.out, file), sceneToJson(scene));
       files.push(file);
       lines.push(JSON.stringify({ file, seed, caption: caption(scene), facts: sceneFacts(scene) }));
     }
     await writeFileAtomic(join(options.out, 'index.ndjson'), `${lines.join('\n')}\n`);
-    report(options.json, { command: 'world sample', out: options.out, count: files.length, files }, `wrote ${files.length} scene(s) and index.ndjson to ${options.out}`);
+    report(
+      options.json,
+      { command: 'world sample', out: options.out, count: files.length, files },
+      `wrote ${files.length} scene(s) and index.ndjson to ${options.out}`,
+    );
   });
 }
 
@@ -168,7 +210,15 @@ function renderSub(): Command {
       const text = caption(scene);
       report(
         options.json,
-        { command: 'world render', out: options.out, files: written, width: r.width, height: r.height, caption: text, facts: sceneFacts(scene) },
+        {
+          command: 'world render',
+          out: options.out,
+          files: written,
+          width: r.width,
+          height: r.height,
+          caption: text,
+          facts: sceneFacts(scene),
+        },
         `wrote ${written.join(', ')} (${r.width}×${r.height}): "${text}"`,
       );
     });
@@ -185,8 +235,15 @@ function editSub(): Command {
   return new Command('edit')
     .description('apply a ground-truth edit: writes source.png, target.png, mask.png and edit.json')
     .argument('<scene.json>', 'scene spec')
-    .addOption(new Option('-t, --task <task>', 'edit task').choices([...EDIT_TASKS, 'random']).makeOptionMandatory())
-    .option('--seed <n>', 'edit seed (which object, which new class, …)', integer('--seed', 0, 2 ** 32 - 1), 0)
+    .addOption(
+      new Option('-t, --task <task>', 'edit task').choices([...EDIT_TASKS, 'random']).makeOptionMandatory(),
+    )
+    .option(
+      '--seed <n>',
+      'edit seed (which object, which new class, …)',
+      integer('--seed', 0, 2 ** 32 - 1),
+      0,
+    )
     .requiredOption('-o, --out <dir>', 'output folder')
     .option('--json', 'print a machine-readable JSON result on stdout', false)
     .action(async (scenePath: string, options: EditCliOptions) => {
@@ -220,7 +277,13 @@ function editSub(): Command {
       for (const [name, data] of files) await writeFileAtomic(join(options.out, name), data);
       report(
         options.json,
-        { command: 'world edit', out: options.out, files: files.map(([name]) => join(options.out, name)), task: edit.task, instruction: edit.instruction },
+        {
+          command: 'world edit',
+          out: options.out,
+          files: files.map(([name]) => join(options.out, name)),
+          task: edit.task,
+          instruction: edit.instruction,
+        },
         `wrote ${options.out}/{source,target,mask}.png and edit.json: ${edit.task}: "${edit.instruction}"`,
       );
     });
@@ -240,20 +303,36 @@ interface BatchCliOptions extends SizeOptions {
 
 function batchSub(): Command {
   const command = new Command('batch')
-    .description('stream rendered scenes or edit pairs in the batch format (README: "Batch protocol") for training')
+    .description(
+      'stream rendered scenes or edit pairs in the batch format (README: "Batch protocol") for training',
+    )
     .requiredOption('-n, --count <n>', 'number of records', integer('--count', 1, 2 ** 31))
     .option('--start <i>', 'index of the first scene within the split', integer('--start', 0, 2 ** 31 - 1), 0)
     .addOption(new Option('--split <name>', 'seed range').choices(SPLITS).default('train'))
-    .addOption(new Option('--mode <mode>', 'scene: images + masks; edit: ground-truth edit pairs').choices(['scene', 'edit']).default('scene'))
-    .option('--tasks <list>', `edit mode: comma-separated tasks to draw from (default all: ${EDIT_TASKS.join(',')})`)
+    .addOption(
+      new Option('--mode <mode>', 'scene: images + masks; edit: ground-truth edit pairs')
+        .choices(['scene', 'edit'])
+        .default('scene'),
+    )
+    .option(
+      '--tasks <list>',
+      `edit mode: comma-separated tasks to draw from (default all: ${EDIT_TASKS.join(',')})`,
+    )
     .option('--no-object-masks', 'scene mode: leave out the per-object masks')
     .option('--min-objects <n>', 'fewest objects per scene', integer('--min-objects', 0, MAX_OBJECTS), 1)
-    .option('--max-objects <n>', 'most objects per scene', integer('--max-objects', 0, MAX_OBJECTS), MAX_OBJECTS)
+    .option(
+      '--max-objects <n>',
+      'most objects per scene',
+      integer('--max-objects', 0, MAX_OBJECTS),
+      MAX_OBJECTS,
+    )
     .option('-o, --out <file>', "output file, or '-' for stdout", '-');
   addSizeOptions(command);
   return command.action(async (options: BatchCliOptions) => {
     if (options.minObjects > options.maxObjects) {
-      throw new UserError(`--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`);
+      throw new UserError(
+        `--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`,
+      );
     }
     const tasks = options.tasks === undefined ? undefined : parseTasks(options.tasks);
     const batch = {
@@ -268,7 +347,8 @@ function batchSub(): Command {
     // Fail on an out-of-range index before writing anything.
     splitSeed(options.split, options.start + options.count - 1);
     if (options.out === '-') {
-      if (process.stdout.isTTY) throw new UserError("refusing to write binary batch data to a terminal; pipe it or use --out FILE");
+      if (process.stdout.isTTY)
+        throw new UserError('refusing to write binary batch data to a terminal; pipe it or use --out FILE');
       const { records, bytes } = await writeBatch(batch, process.stdout);
       process.stderr.write(`wrote ${records} ${options.mode} record(s), ${bytes} bytes, to stdout\n`);
       return;
@@ -276,7 +356,10 @@ function batchSub(): Command {
     // A batch can be gigabytes, so it streams to a temporary file that is renamed into place at the end: a
     // reader never sees a truncated file under the final name.
     await ensureParentDir(options.out);
-    const temp = join(dirname(options.out), `.${basename(options.out)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    const temp = join(
+      dirname(options.out),
+      `.${basename(options.out)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
+    );
     const stream = createWriteStream(temp, { flags: 'wx' });
     try {
       const { records, bytes } = await writeBatch(batch, stream);
@@ -293,9 +376,13 @@ function batchSub(): Command {
 }
 
 function parseTasks(list: string): EditTask[] {
-  const tasks = list.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  const tasks = list
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
   for (const t of tasks) {
-    if (!(EDIT_TASKS as readonly string[]).includes(t)) throw new UserError(`--tasks: unknown task '${t}'; use ${EDIT_TASKS.join(', ')}`);
+    if (!(EDIT_TASKS as readonly string[]).includes(t))
+      throw new UserError(`--tasks: unknown task '${t}'; use ${EDIT_TASKS.join(', ')}`);
   }
   if (tasks.length === 0) throw new UserError('--tasks is empty');
   return tasks as EditTask[];
@@ -317,7 +404,10 @@ function listSub(): Command {
       }
       const lines = [
         `classes (${classes.length}):`,
-        ...classes.map((c) => `  ${c.name} [${c.category}]${c.styles.length > 1 ? '' : ' flat only'}${c.colours.length ? `; colours: ${c.colours.join(', ')}` : ''}`),
+        ...classes.map(
+          (c) =>
+            `  ${c.name} [${c.category}]${c.styles.length > 1 ? '' : ' flat only'}${c.colours.length ? `; colours: ${c.colours.join(', ')}` : ''}`,
+        ),
         `backgrounds (${backgrounds.length}):`,
         ...backgrounds.map((b) => `  ${b.name}: "${b.phrase}"`),
         `edit tasks: ${EDIT_TASKS.join(', ')}`,
