@@ -5,12 +5,15 @@
  * peak memory is per device and one provider's allocations do not colour another's timings.
  */
 import { fork } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { bundledModelDir } from '../cli/options.js';
-import { probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
+import { StableDiffusionBundle } from '../models/bundle.js';
+import { EmojiJudge } from '../models/judge.js';
+import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
+import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 
 const FIXTURE_MODEL = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'tests', 'fixtures', 'bundles', 'tiny-sd');
@@ -48,9 +51,46 @@ function measureInChild(request: WorkerRequest): Promise<PipelineBenchResult | {
   });
 }
 
+async function diffEditMain(argv: string[]): Promise<void> {
+  const program = new Command('bench diffedit')
+    .option('--model <dir>', 'model bundle (default: the bundled model)')
+    .option('--judge <dir>', 'judge model (default: models/emoji-judge next to the bundled model)')
+    .option('--device <name>', 'cpu|webgpu|cuda|auto', 'auto')
+    .option('--cases <n>', 'held-out edits', '200')
+    .option('--steps <n>', 'DDIM steps', '50')
+    .option('--seed <n>', 'offset into the held-out seeds', '0')
+    .option('--examples <n>', 'example pictures to save', '8')
+    .option('--out <dir>', 'where results.{md,json} and the plots go', 'bench-results/diffedit');
+  program.parse(argv, { from: 'user' });
+  const opts = program.opts<{ model?: string; judge?: string; device: string; cases: string; steps: string; seed: string; examples: string; out: string }>();
+  const model = opts.model ?? defaultModel();
+  const bundle = await StableDiffusionBundle.load(model, { device: parseDevice(opts.device) });
+  const judgeDir = opts.judge ?? join(bundledModelDir(), '..', 'emoji-judge');
+  const judge = existsSync(join(judgeDir, 'model.onnx')) ? await EmojiJudge.load(judgeDir, bundle.device) : undefined;
+  if (!judge) console.log(`no judge at ${judgeDir}: edit success is not measured`);
+  const report = await benchDiffEdit(bundle, judge, {
+    cases: Number(opts.cases),
+    steps: Number(opts.steps),
+    seed: Number(opts.seed),
+    out: opts.out,
+    examples: Number(opts.examples),
+    rSweep: [0.5, 0.6, 0.7, 0.8, 0.9],
+    strengthSweep: [0.3, 0.5, 0.7, 0.9],
+    thresholds: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+    log: (line) => process.stderr.write(`${line}\n`),
+  });
+  console.log(`model: ${bundle.dir} (${bundle.device})`);
+  console.log(readFileSync(join(opts.out, 'results.md'), 'utf8'));
+  console.log(`plots: ${join(opts.out, 'tradeoff.png')}, ${join(opts.out, 'threshold.png')}`);
+  void report;
+  await bundle.release();
+  await judge?.release();
+}
+
 async function benchMain(argv: string[]): Promise<void> {
+  if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -60,7 +100,7 @@ async function benchMain(argv: string[]): Promise<void> {
   program.parse(argv, { from: 'user' });
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
-    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline)\n`);
+    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit)\n`);
     process.exitCode = 2;
     return;
   }
