@@ -1,0 +1,88 @@
+/**
+ * Reverse-mode autodiff on ONNX graphs: differentiate a model into a new ONNX model whose backward pass uses
+ * only standard operators, so it runs on every ONNX Runtime execution provider.
+ */
+export {
+  buildGradient,
+  buildGradientModel,
+  extractSubgraph,
+  gradientName,
+  type GradientOptions,
+  type GradientResult,
+  type LossSpec,
+} from './gradient.js';
+export {
+  attachLoss,
+  combineLosses,
+  cosineDistanceLoss,
+  customLoss,
+  l1Loss,
+  meanLoss,
+  mseLoss,
+  sumLoss,
+  type LossOperand,
+  type Reduction,
+} from './losses.js';
+export { Graph, GraphBuilder, makeValueInfo, type Dim, type Shape, type TensorInfo } from './graph.js';
+export {
+  cloneModel,
+  DataType,
+  decodeModel,
+  graphOf,
+  loadModel,
+  makeTensor,
+  onnx,
+  saveModel,
+  serializeModel,
+  setTensorValues,
+  tensorDims,
+  tensorToBigInt64,
+  tensorToFloat32,
+  tensorToFloat64,
+  tensorToNumbers,
+  type GraphView,
+  type ModelProto,
+  type TensorProto,
+} from './onnx_io.js';
+export {
+  getGradientRule,
+  listGradientRules,
+  registerGradientRule,
+  type GradientContext,
+  type GradientRule,
+} from './rules/index.js';
+export {
+  addLora,
+  applyLoraTensors,
+  ATTENTION_PROJECTIONS,
+  findLoraTargets,
+  loadLora,
+  loraTensors,
+  mergedWeight,
+  saveLora,
+  type LoraAdapter,
+  type LoraModel,
+  type LoraOp,
+  type LoraOptions,
+  type LoraTarget,
+} from './lora.js';
+export {
+  Adam,
+  AdamW,
+  clipGradNorm,
+  SGD,
+  type AdamOptions,
+  type Optimizer,
+  type SgdOptions,
+} from './optim.js';
+export {
+  float32ToSafeTensor,
+  parseSafetensors,
+  readSafetensors,
+  safeTensorToFloat32,
+  serializeSafetensors,
+  writeSafetensors,
+  type SafetensorsDType,
+  type SafetensorsFile,
+  type SafeTensor,
+} from './safetensors.js';
