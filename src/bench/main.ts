@@ -13,6 +13,7 @@ import { bundledModelDir } from '../cli/options.js';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import { EmojiJudge } from '../models/judge.js';
 import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
+import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 
@@ -23,27 +24,22 @@ function defaultModel(): string {
   return existsSync(join(bundled, 'model_index.json')) ? bundled : FIXTURE_MODEL;
 }
 
-interface WorkerRequest {
-  suite: 'pipeline';
-  model: string;
-  device: ResolvedDevice;
-  steps: number;
-  unetRepeats: number;
-  threads?: number;
-}
+type WorkerRequest =
+  | { suite: 'pipeline'; model: string; device: ResolvedDevice; steps: number; unetRepeats: number; threads?: number }
+  | ({ suite: 'autodiff' } & AutodiffBenchRequest);
 
 async function runWorker(request: WorkerRequest): Promise<void> {
-  const result = await benchPipeline(request);
+  const result = request.suite === 'pipeline' ? await benchPipeline(request) : await benchAutodiffOne(request);
   process.send?.(result);
 }
 
-function measureInChild(request: WorkerRequest): Promise<PipelineBenchResult | { error: string }> {
+function measureInChild<T>(request: WorkerRequest): Promise<T | { error: string }> {
   return new Promise((resolve) => {
     const child = fork(fileURLToPath(import.meta.url), ['--worker', JSON.stringify(request)], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     let stderr = '';
-    let result: PipelineBenchResult | undefined;
+    let result: T | undefined;
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('message', (message) => (result = message as PipelineBenchResult));
+    child.on('message', (message) => (result = message as T));
     child.on('exit', (code) => {
       if (result) resolve(result);
       else resolve({ error: `exit ${code}: ${stderr.trim().split('\n').filter((l) => !/Vulkan|BackendVk/.test(l)).slice(-3).join(' | ')}` });
@@ -87,10 +83,63 @@ async function diffEditMain(argv: string[]): Promise<void> {
   await judge?.release();
 }
 
+async function autodiffMain(argv: string[]): Promise<void> {
+  const program = new Command('bench autodiff')
+    .option('--model <dir>', 'model bundle whose UNet is differentiated (default: the bundled model, else tiny-sd)')
+    .option('--devices <list>', 'comma-separated devices', 'cpu,webgpu')
+    .option('--sizes <list>', 'latent sizes (h = w)', '')
+    .option('--variants <list>', 'latents,lora', 'latents,lora')
+    .option('--repeats <n>', 'timed runs per measurement', '5');
+  program.parse(argv, { from: 'user' });
+  const opts = program.opts<{ model?: string; devices: string; sizes: string; variants: string; repeats: string }>();
+  const model = opts.model ?? defaultModel();
+  const bundle = await StableDiffusionBundle.load(model, { device: 'cpu' });
+  const native = bundle.defaultImageSize / bundle.vaeScaleFactor;
+  const sizes = opts.sizes ? opts.sizes.split(',').map(Number) : [native / 2, native, native * 2].filter((s) => s % (bundle.sizeMultiple / bundle.vaeScaleFactor) === 0);
+  const crossAttentionDim = (await bundle.textEncoder.encode(...encodeEmpty(bundle))).shape[2];
+  const latentChannels = bundle.unetInChannels;
+  await bundle.release();
+  console.log(`suite: autodiff   UNet: ${join(model, 'unet', 'model.onnx')}   batch 2 (CFG), loss = MSE(out_sample, target)`);
+  console.log('device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build s');
+  for (const device of opts.devices.split(',') as ResolvedDevice[]) {
+    if (device === 'webgpu' && !(await probeWebGpu())) {
+      console.log(`${device.padEnd(8)} unavailable: no WebGPU adapter on this machine`);
+      continue;
+    }
+    for (const variant of opts.variants.split(',') as ('latents' | 'lora')[]) {
+      for (const latentSize of sizes) {
+        const r = await measureInChild<AutodiffBenchResult>({
+          suite: 'autodiff',
+          unetPath: join(model, 'unet', 'model.onnx'),
+          device,
+          latentSize,
+          variant,
+          repeats: Number(opts.repeats),
+          crossAttentionDim,
+          latentChannels,
+        });
+        if ('error' in r) {
+          console.log(`${device.padEnd(8)} ${variant.padEnd(8)} ${String(latentSize).padEnd(7)} failed: ${r.error}`);
+          continue;
+        }
+        console.log(
+          `${device.padEnd(8)} ${variant.padEnd(8)} ${String(latentSize).padEnd(7)} ${r.forwardMs.toFixed(1).padStart(8)}  ${r.forwardBackwardMs.toFixed(1).padStart(10)}  ${r.backwardOverForward.toFixed(2).padStart(7)}  ${r.peakRssMiB.toFixed(0).padStart(12)}  ${`${r.forwardNodes}→${r.gradientNodes}`.padStart(14)}  ${r.buildSeconds.toFixed(2)}`,
+        );
+      }
+    }
+  }
+}
+
+function encodeEmpty(bundle: StableDiffusionBundle): [Int32Array, [number, number]] {
+  const { inputIds, shape } = bundle.tokenizer.batchEncode(['']);
+  return [inputIds, shape];
+}
+
 async function benchMain(argv: string[]): Promise<void> {
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
+  if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit | autodiff', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -100,7 +149,7 @@ async function benchMain(argv: string[]): Promise<void> {
   program.parse(argv, { from: 'user' });
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
-    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit)\n`);
+    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff)\n`);
     process.exitCode = 2;
     return;
   }
@@ -112,7 +161,7 @@ async function benchMain(argv: string[]): Promise<void> {
       rows.push({ device, error: 'no WebGPU adapter on this machine' });
       continue;
     }
-    const result = await measureInChild({
+    const result = await measureInChild<PipelineBenchResult>({
       suite: 'pipeline',
       model,
       device,
