@@ -14,6 +14,7 @@ import { StableDiffusionBundle } from '../models/bundle.js';
 import { EmojiJudge } from '../models/judge.js';
 import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
+import { relativeDifference, runOnDevice } from './device_parity.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 
@@ -135,11 +136,37 @@ function encodeEmpty(bundle: StableDiffusionBundle): [Int32Array, [number, numbe
   return [inputIds, shape];
 }
 
+async function parityMain(argv: string[]): Promise<void> {
+  const program = new Command('bench parity')
+    .option('--model <dir>', 'model bundle (default: the bundled model, else tiny-sd)')
+    .option('--devices <list>', 'reference device first', 'cpu,webgpu')
+    .option('--steps <n>', 'denoising / inversion steps', '20');
+  program.parse(argv, { from: 'user' });
+  const opts = program.opts<{ model?: string; devices: string; steps: string }>();
+  const model = opts.model ?? defaultModel();
+  const [reference, ...others] = opts.devices.split(',') as ResolvedDevice[];
+  const base = await runOnDevice(model, reference, Number(opts.steps));
+  console.log(`suite: parity   model: ${model}   reference: ${reference}`);
+  console.log(`${reference}: text-to-image ${base.seconds.textToImage.toFixed(2)} s, inversion ${base.seconds.inversion.toFixed(2)} s, gradient ${base.seconds.gradient.toFixed(3)} s`);
+  for (const device of others) {
+    if (device === 'webgpu' && !(await probeWebGpu())) {
+      console.log(`${device}: unavailable (no WebGPU adapter on this machine)`);
+      continue;
+    }
+    const run = await runOnDevice(model, device, Number(opts.steps));
+    console.log(`${device}: text-to-image ${run.seconds.textToImage.toFixed(2)} s, inversion ${run.seconds.inversion.toFixed(2)} s, gradient ${run.seconds.gradient.toFixed(3)} s`);
+    console.log(
+      `${device} vs ${reference} (max |Δ| / max(1, |ref|)): image ${relativeDifference(base.image, run.image).toExponential(2)}, final latents ${relativeDifference(base.latents, run.latents).toExponential(2)}, inverted latents ${relativeDifference(base.inverted, run.inverted).toExponential(2)}, d loss/d latents ${relativeDifference(base.gradient, run.gradient).toExponential(2)}`,
+    );
+  }
+}
+
 async function benchMain(argv: string[]): Promise<void> {
+  if (argv[0] === 'parity') return parityMain(argv.slice(1));
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit | autodiff', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit | autodiff | parity', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -149,7 +176,7 @@ async function benchMain(argv: string[]): Promise<void> {
   program.parse(argv, { from: 'user' });
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
-    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff)\n`);
+    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity)\n`);
     process.exitCode = 2;
     return;
   }
