@@ -87,20 +87,33 @@ async function diffEditMain(argv: string[]): Promise<void> {
 async function autodiffMain(argv: string[]): Promise<void> {
   const program = new Command('bench autodiff')
     .option('--model <dir>', 'model bundle whose UNet is differentiated (default: the bundled model, else tiny-sd)')
+    .option('--unet <file>', 'a bare UNet model.onnx instead of a bundle (e.g. the SD-1.5-size random UNet)')
+    .option('--cross-attention-dim <n>', 'text width for --unet', '768')
     .option('--devices <list>', 'comma-separated devices', 'cpu,webgpu')
     .option('--sizes <list>', 'latent sizes (h = w)', '')
     .option('--variants <list>', 'latents,lora', 'latents,lora')
     .option('--repeats <n>', 'timed runs per measurement', '5');
   program.parse(argv, { from: 'user' });
-  const opts = program.opts<{ model?: string; devices: string; sizes: string; variants: string; repeats: string }>();
-  const model = opts.model ?? defaultModel();
-  const bundle = await StableDiffusionBundle.load(model, { device: 'cpu' });
-  const native = bundle.defaultImageSize / bundle.vaeScaleFactor;
-  const sizes = opts.sizes ? opts.sizes.split(',').map(Number) : [native / 2, native, native * 2].filter((s) => s % (bundle.sizeMultiple / bundle.vaeScaleFactor) === 0);
-  const crossAttentionDim = (await bundle.textEncoder.encode(...encodeEmpty(bundle))).shape[2];
-  const latentChannels = bundle.unetInChannels;
-  await bundle.release();
-  console.log(`suite: autodiff   UNet: ${join(model, 'unet', 'model.onnx')}   batch 2 (CFG), loss = MSE(out_sample, target)`);
+  const opts = program.opts<{ model?: string; unet?: string; crossAttentionDim: string; devices: string; sizes: string; variants: string; repeats: string }>();
+  let unetPath: string;
+  let sizes: number[];
+  let crossAttentionDim: number;
+  let latentChannels = 4;
+  if (opts.unet) {
+    unetPath = opts.unet;
+    sizes = opts.sizes ? opts.sizes.split(',').map(Number) : [32, 64];
+    crossAttentionDim = Number(opts.crossAttentionDim);
+  } else {
+    const model = opts.model ?? defaultModel();
+    unetPath = join(model, 'unet', 'model.onnx');
+    const bundle = await StableDiffusionBundle.load(model, { device: 'cpu' });
+    const native = bundle.defaultImageSize / bundle.vaeScaleFactor;
+    sizes = opts.sizes ? opts.sizes.split(',').map(Number) : [native / 2, native, native * 2].filter((s) => s % (bundle.sizeMultiple / bundle.vaeScaleFactor) === 0);
+    crossAttentionDim = (await bundle.textEncoder.encode(...encodeEmpty(bundle))).shape[2];
+    latentChannels = bundle.unetInChannels;
+    await bundle.release();
+  }
+  console.log(`suite: autodiff   UNet: ${unetPath}   batch 2 (CFG), loss = MSE(out_sample, target)`);
   console.log('device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build s');
   for (const device of opts.devices.split(',') as ResolvedDevice[]) {
     if (device === 'webgpu' && !(await probeWebGpu())) {
@@ -111,7 +124,7 @@ async function autodiffMain(argv: string[]): Promise<void> {
       for (const latentSize of sizes) {
         const r = await measureInChild<AutodiffBenchResult>({
           suite: 'autodiff',
-          unetPath: join(model, 'unet', 'model.onnx'),
+          unetPath,
           device,
           latentSize,
           variant,
