@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { maskIoU, psnr } from '../metrics/image.js';
 import type { StableDiffusionBundle } from '../models/bundle.js';
 import type { EmojiJudge } from '../models/judge.js';
+import type { PerceptualDistance } from '../metrics/perceptual.js';
 import { diffEdit } from '../pipelines/diffedit.js';
 import { img2img } from '../pipelines/img2img.js';
 import { inpaint } from '../pipelines/inpaint.js';
@@ -45,20 +46,23 @@ interface MethodScore {
   maskIoU: number[];
   success: number[];
   backgroundPsnr: number[];
+  backgroundPerceptual: number[];
   targetPsnr: number[];
+  targetPerceptual: number[];
   seconds: number[];
 }
 
 export async function benchDiffEdit(
   bundle: StableDiffusionBundle,
   judge: EmojiJudge | undefined,
+  perceptual: PerceptualDistance | undefined,
   options: DiffEditBenchOptions,
 ): Promise<Record<string, unknown>> {
   const size = Math.min(256, Math.max(64, bundle.defaultImageSize - (bundle.defaultImageSize % bundle.sizeMultiple)));
   const seeds = splitSeeds('heldout', options.cases, options.seed);
   const scores = new Map<string, MethodScore>();
   const score = (method: string, family: MethodScore['family'], parameter?: number): MethodScore => {
-    if (!scores.has(method)) scores.set(method, { method, family, parameter, maskIoU: [], success: [], backgroundPsnr: [], targetPsnr: [], seconds: [] });
+    if (!scores.has(method)) scores.set(method, { method, family, parameter, maskIoU: [], success: [], backgroundPsnr: [], backgroundPerceptual: [], targetPsnr: [], targetPerceptual: [], seconds: [] });
     return scores.get(method)!;
   };
   const thresholdIoU = options.thresholds.map(() => [] as number[]);
@@ -69,8 +73,13 @@ export async function benchDiffEdit(
     const { edit } = data;
     const evaluate = async (entry: MethodScore, image: NDArray, seconds: number, mask?: NDArray) => {
       entry.seconds.push(seconds);
-      entry.backgroundPsnr.push(psnr(image, data.source01, data.gtMask.map((v) => 1 - v)));
+      const background = data.gtMask.map((v) => 1 - v);
+      entry.backgroundPsnr.push(psnr(image, data.source01, background));
       entry.targetPsnr.push(psnr(image, data.target01));
+      if (perceptual) {
+        entry.backgroundPerceptual.push(await perceptual.distance(image, data.source01, background));
+        entry.targetPerceptual.push(await perceptual.distance(image, data.target01));
+      }
       if (mask) entry.maskIoU.push(maskIoU(mask, data.gtMask));
       if (judge) entry.success.push((await editSucceeded(judge, image, edit)) ? 1 : 0);
     };
@@ -124,7 +133,9 @@ export async function benchDiffEdit(
     success: judge ? mean(s.success) : undefined,
     backgroundPsnr: mean(s.backgroundPsnr.filter(Number.isFinite)),
     backgroundIdentical: s.backgroundPsnr.filter((v) => v === Infinity).length,
+    backgroundPerceptual: mean(s.backgroundPerceptual),
     targetPsnr: mean(s.targetPsnr),
+    targetPerceptual: mean(s.targetPerceptual),
     secondsPerEdit: mean(s.seconds),
   }));
   const thresholdSweep = options.thresholds.map((t, k) => ({ threshold: t, maskIoU: mean(thresholdIoU[k]) }));
@@ -193,9 +204,9 @@ function markdownTable(report: { cases: number; imageSize: number; steps: number
   const lines = [
     `DiffEdit benchmark: ${report.cases} held-out EmojiWorld replacement edits, ${report.imageSize}px, ${report.steps} steps`,
     '',
-    '| method | mask IoU | edit success | background PSNR (dB) | PSNR to GT edit (dB) | s/edit |',
-    '| --- | --- | --- | --- | --- | --- |',
-    ...report.rows.map((r) => `| ${String(r.method)} | ${f(r.maskIoU)} | ${report.judge ? f(r.success) : 'no judge'} | ${f(r.backgroundPsnr, 2)} | ${f(r.targetPsnr, 2)} | ${f(r.secondsPerEdit, 2)} |`),
+    '| method | mask IoU | edit success | background PSNR (dB) | background LPIPS-style | PSNR to GT edit (dB) | LPIPS-style to GT edit | s/edit |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.rows.map((r) => `| ${String(r.method)} | ${f(r.maskIoU)} | ${report.judge ? f(r.success) : 'no judge'} | ${f(r.backgroundPsnr, 2)} | ${f(r.backgroundPerceptual, 4)} | ${f(r.targetPsnr, 2)} | ${f(r.targetPerceptual, 4)} | ${f(r.secondsPerEdit, 2)} |`),
     '',
     '| threshold | mask IoU |',
     '| --- | --- |',

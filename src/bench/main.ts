@@ -12,6 +12,7 @@ import { Command } from 'commander';
 import { bundledModelDir } from '../cli/options.js';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import { EmojiJudge } from '../models/judge.js';
+import { PerceptualDistance } from '../metrics/perceptual.js';
 import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { relativeDifference, runOnDevice } from './device_parity.js';
@@ -64,8 +65,9 @@ async function diffEditMain(argv: string[]): Promise<void> {
   const bundle = await StableDiffusionBundle.load(model, { device: parseDevice(opts.device) });
   const judgeDir = opts.judge ?? join(bundledModelDir(), '..', 'emoji-judge');
   const judge = existsSync(join(judgeDir, 'model.onnx')) ? await EmojiJudge.load(judgeDir, bundle.device) : undefined;
-  if (!judge) console.log(`no judge at ${judgeDir}: edit success is not measured`);
-  const report = await benchDiffEdit(bundle, judge, {
+  if (!judge) console.log(`no judge at ${judgeDir}: edit success and the LPIPS-style distance are not measured`);
+  const perceptual = judge ? await PerceptualDistance.fromJudge(judgeDir, bundle.device) : undefined;
+  const report = await benchDiffEdit(bundle, judge, perceptual, {
     cases: Number(opts.cases),
     steps: Number(opts.steps),
     seed: Number(opts.seed),
@@ -82,6 +84,7 @@ async function diffEditMain(argv: string[]): Promise<void> {
   void report;
   await bundle.release();
   await judge?.release();
+  await perceptual?.release();
 }
 
 async function autodiffMain(argv: string[]): Promise<void> {
