@@ -73,7 +73,10 @@ export async function benchAutodiffOne(request: AutodiffBenchRequest): Promise<A
     const context = gen.randn([2, 77, request.crossAttentionDim]);
     const feeds: Record<string, Feed> = { sample, timestep, encoder_hidden_states: context };
     const forwardFeeds = Object.fromEntries(Object.entries(feeds).filter(([name]) => forward.hasInput(name)));
-    const gradientFeeds: Record<string, Feed> = { ...forwardFeeds, out_sample_target: gen.randn(sample.shape) };
+    const gradientFeeds: Record<string, Feed> = {
+      ...forwardFeeds,
+      out_sample_target: gen.randn(sample.shape),
+    };
     const time = async (run: () => Promise<unknown>) => {
       for (let i = 0; i < 2; i++) await run();
       const times: number[] = [];

@@ -40,7 +40,10 @@ export async function runOnDevice(model: string, device: ResolvedDevice, steps: 
   });
   const textToImageSeconds = (performance.now() - t0) / 1000;
   t0 = performance.now();
-  const inversion = await ddimInversion(bundle, { image: t2i.image.map((v) => v * 2 - 1), numInferenceSteps: steps });
+  const inversion = await ddimInversion(bundle, {
+    image: t2i.image.map((v) => v * 2 - 1),
+    numInferenceSteps: steps,
+  });
   const inversionSeconds = (performance.now() - t0) / 1000;
   await bundle.release();
 
@@ -48,13 +51,16 @@ export async function runOnDevice(model: string, device: ResolvedDevice, steps: 
   const scratch = mkdtempSync(join(tmpdir(), 'editkit-parity-'));
   try {
     const unetPath = join(model, 'unet', 'model.onnx');
-    const gradient = buildGradient(await loadModel(unetPath), { loss: mseLoss('out_sample'), wrt: ['sample'] });
+    const gradient = buildGradient(await loadModel(unetPath), {
+      loss: mseLoss('out_sample'),
+      wrt: ['sample'],
+    });
     const path = join(scratch, 'grad.onnx');
     await saveModel(gradient.model, path, { externalDataThreshold: 1024 });
     const session = await ModelSession.create(path, { device });
     const g = new Generator(99);
     const sample = g.randn([2, bundle.unetInChannels, latentSize, latentSize]);
-    const context = g.randn([2, 77, (await textEncoderWidth(model))]);
+    const context = g.randn([2, 77, await textEncoderWidth(model)]);
     t0 = performance.now();
     const out = await session.run({
       sample,

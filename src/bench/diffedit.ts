@@ -58,11 +58,26 @@ export async function benchDiffEdit(
   perceptual: PerceptualDistance | undefined,
   options: DiffEditBenchOptions,
 ): Promise<Record<string, unknown>> {
-  const size = Math.min(256, Math.max(64, bundle.defaultImageSize - (bundle.defaultImageSize % bundle.sizeMultiple)));
+  const size = Math.min(
+    256,
+    Math.max(64, bundle.defaultImageSize - (bundle.defaultImageSize % bundle.sizeMultiple)),
+  );
   const seeds = splitSeeds('heldout', options.cases, options.seed);
   const scores = new Map<string, MethodScore>();
   const score = (method: string, family: MethodScore['family'], parameter?: number): MethodScore => {
-    if (!scores.has(method)) scores.set(method, { method, family, parameter, maskIoU: [], success: [], backgroundPsnr: [], backgroundPerceptual: [], targetPsnr: [], targetPerceptual: [], seconds: [] });
+    if (!scores.has(method))
+      scores.set(method, {
+        method,
+        family,
+        parameter,
+        maskIoU: [],
+        success: [],
+        backgroundPsnr: [],
+        backgroundPerceptual: [],
+        targetPsnr: [],
+        targetPerceptual: [],
+        seconds: [],
+      });
     return scores.get(method)!;
   };
   const thresholdIoU = options.thresholds.map(() => [] as number[]);
@@ -92,37 +107,81 @@ export async function benchDiffEdit(
 
     for (const r of options.rSweep) {
       const [result, seconds] = await timed(() =>
-        diffEdit(bundle, { image: data.source, prompt: edit.targetCaption, sourcePrompt: edit.sourceCaption, strength: r, numInferenceSteps: options.steps, seed }),
+        diffEdit(bundle, {
+          image: data.source,
+          prompt: edit.targetCaption,
+          sourcePrompt: edit.sourceCaption,
+          strength: r,
+          numInferenceSteps: options.steps,
+          seed,
+        }),
       );
       await evaluate(score(`DiffEdit r=${r}`, 'diffedit', r), result.image, seconds, result.mask);
       if (r === 0.8 || (r === options.rSweep.at(-1) && !options.rSweep.includes(0.8))) {
-        options.thresholds.forEach((t, k) => thresholdIoU[k].push(maskIoU(result.maskMap.map((v) => (v > t ? 1 : 0)), data.gtMask)));
+        options.thresholds.forEach((t, k) =>
+          thresholdIoU[k].push(
+            maskIoU(
+              result.maskMap.map((v) => (v > t ? 1 : 0)),
+              data.gtMask,
+            ),
+          ),
+        );
         if (index < options.examples) {
           const overlay = result.mask.map((v) => v);
-          await saveImage(sideBySide([data.source01, overlay, data.gtMask, result.image, data.target01]), join(options.out, `example-${index}.png`));
+          await saveImage(
+            sideBySide([data.source01, overlay, data.gtMask, result.image, data.target01]),
+            join(options.out, `example-${index}.png`),
+          );
         }
       }
     }
     {
       const [result, seconds] = await timed(() =>
-        diffEdit(bundle, { image: data.source, prompt: edit.targetCaption, sourcePrompt: edit.sourceCaption, strength: 0.8, encoding: 'noise', numInferenceSteps: options.steps, seed }),
+        diffEdit(bundle, {
+          image: data.source,
+          prompt: edit.targetCaption,
+          sourcePrompt: edit.sourceCaption,
+          strength: 0.8,
+          encoding: 'noise',
+          numInferenceSteps: options.steps,
+          seed,
+        }),
       );
-      await evaluate(score('DiffEdit w/o encoding r=0.8', 'diffedit-noenc', 0.8), result.image, seconds, result.mask);
+      await evaluate(
+        score('DiffEdit w/o encoding r=0.8', 'diffedit-noenc', 0.8),
+        result.image,
+        seconds,
+        result.mask,
+      );
     }
     for (const strength of options.strengthSweep) {
       const [result, seconds] = await timed(() =>
-        img2img(bundle, { image: data.source, prompt: edit.targetCaption, strength, numInferenceSteps: options.steps, seed }),
+        img2img(bundle, {
+          image: data.source,
+          prompt: edit.targetCaption,
+          strength,
+          numInferenceSteps: options.steps,
+          seed,
+        }),
       );
       await evaluate(score(`SDEdit s=${strength}`, 'sdedit', strength), result.image, seconds);
     }
     {
       const [result, seconds] = await timed(() =>
-        inpaint(bundle, { image: data.source, mask: data.gtMask, prompt: edit.targetCaption, numInferenceSteps: options.steps, seed }),
+        inpaint(bundle, {
+          image: data.source,
+          mask: data.gtMask,
+          prompt: edit.targetCaption,
+          numInferenceSteps: options.steps,
+          seed,
+        }),
       );
       await evaluate(score('inpaint, ground-truth mask', 'inpaint-gt'), result.image, seconds, data.gtMask);
     }
     const elapsed = (performance.now() - started) / 1000;
-    options.log(`case ${index + 1}/${seeds.length} (${edit.instruction}); ${elapsed.toFixed(0)} s elapsed, ~${((elapsed / (index + 1)) * (seeds.length - index - 1)).toFixed(0)} s left`);
+    options.log(
+      `case ${index + 1}/${seeds.length} (${edit.instruction}); ${elapsed.toFixed(0)} s elapsed, ~${((elapsed / (index + 1)) * (seeds.length - index - 1)).toFixed(0)} s left`,
+    );
   }
 
   const rows = [...scores.values()].map((s) => ({
@@ -139,7 +198,14 @@ export async function benchDiffEdit(
     secondsPerEdit: mean(s.seconds),
   }));
   const thresholdSweep = options.thresholds.map((t, k) => ({ threshold: t, maskIoU: mean(thresholdIoU[k]) }));
-  const report = { cases: seeds.length, imageSize: size, steps: options.steps, judge: judge !== undefined, rows, thresholdSweep };
+  const report = {
+    cases: seeds.length,
+    imageSize: size,
+    steps: options.steps,
+    judge: judge !== undefined,
+    rows,
+    thresholdSweep,
+  };
   await writeFileAtomic(join(options.out, 'results.json'), JSON.stringify(report, null, 2));
   await writeFileAtomic(join(options.out, 'results.md'), markdownTable(report));
 
@@ -151,9 +217,20 @@ export async function benchDiffEdit(
       xLabel: 'background PSNR outside the ground-truth region (dB)',
       yLabel: judge ? 'edit success (judge)' : 'PSNR to the ground-truth edit (dB)',
       series: [
-        { name: 'DiffEdit (r sweep)', line: true, points: family('diffedit').map((r) => [r.backgroundPsnr, yOf(r)]) },
-        { name: 'SDEdit (strength sweep)', line: true, points: family('sdedit').map((r) => [r.backgroundPsnr, yOf(r)]) },
-        { name: 'DiffEdit w/o encoding', points: family('diffedit-noenc').map((r) => [r.backgroundPsnr, yOf(r)]) },
+        {
+          name: 'DiffEdit (r sweep)',
+          line: true,
+          points: family('diffedit').map((r) => [r.backgroundPsnr, yOf(r)]),
+        },
+        {
+          name: 'SDEdit (strength sweep)',
+          line: true,
+          points: family('sdedit').map((r) => [r.backgroundPsnr, yOf(r)]),
+        },
+        {
+          name: 'DiffEdit w/o encoding',
+          points: family('diffedit-noenc').map((r) => [r.backgroundPsnr, yOf(r)]),
+        },
         { name: 'inpaint, GT mask', points: family('inpaint-gt').map((r) => [r.backgroundPsnr, yOf(r)]) },
       ],
     },
@@ -164,7 +241,9 @@ export async function benchDiffEdit(
       title: 'DiffEdit mask IoU vs binarisation threshold',
       xLabel: 'threshold',
       yLabel: 'mask IoU with the ground-truth region',
-      series: [{ name: 'DiffEdit mask', line: true, points: thresholdSweep.map((t) => [t.threshold, t.maskIoU]) }],
+      series: [
+        { name: 'DiffEdit mask', line: true, points: thresholdSweep.map((t) => [t.threshold, t.maskIoU]) },
+      ],
     },
     join(options.out, 'threshold.png'),
   );
@@ -175,13 +254,17 @@ async function makeCase(seed: number, size: number): Promise<CaseData> {
   const scene = sampleScene(seed, { width: size, height: size });
   const edit = await sampleEdit(scene, 'replace', seed);
   const [source, target] = await Promise.all([renderScene(edit.source), renderScene(edit.target)]);
-  const toTensor = (image: Uint8Array, range: '[-1,1]' | '[0,1]') => rgb8ToTensor({ data: image, width: size, height: size }, range);
+  const toTensor = (image: Uint8Array, range: '[-1,1]' | '[0,1]') =>
+    rgb8ToTensor({ data: image, width: size, height: size }, range);
   return {
     edit,
     source: toTensor(source.image, '[-1,1]'),
     source01: toTensor(source.image, '[0,1]'),
     target01: toTensor(target.image, '[0,1]'),
-    gtMask: new NDArray(Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)), [1, 1, size, size]),
+    gtMask: new NDArray(
+      Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+      [1, 1, size, size],
+    ),
   };
 }
 
@@ -191,22 +274,37 @@ async function editSucceeded(judge: EmojiJudge, image: NDArray, edit: EditResult
   const verdict = await judge.judge(image);
   const targetClasses = new Set(edit.target.objects.map((o) => o.class));
   const added = edit.changed.target.map((i) => edit.target.objects[i].class);
-  const removed = edit.changed.source.map((i) => edit.source.objects[i].class).filter((c) => !targetClasses.has(c));
-  return added.every((c) => verdict.objects.includes(c)) && removed.every((c) => !verdict.objects.includes(c));
+  const removed = edit.changed.source
+    .map((i) => edit.source.objects[i].class)
+    .filter((c) => !targetClasses.has(c));
+  return (
+    added.every((c) => verdict.objects.includes(c)) && removed.every((c) => !verdict.objects.includes(c))
+  );
 }
 
 function mean(values: number[]): number {
   return values.length === 0 ? NaN : values.reduce((a, b) => a + b, 0) / values.length;
 }
 
-function markdownTable(report: { cases: number; imageSize: number; steps: number; judge: boolean; rows: Record<string, unknown>[]; thresholdSweep: { threshold: number; maskIoU: number }[] }): string {
-  const f = (v: unknown, digits = 3) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '–');
+function markdownTable(report: {
+  cases: number;
+  imageSize: number;
+  steps: number;
+  judge: boolean;
+  rows: Record<string, unknown>[];
+  thresholdSweep: { threshold: number; maskIoU: number }[];
+}): string {
+  const f = (v: unknown, digits = 3) =>
+    typeof v === 'number' && Number.isFinite(v) ? v.toFixed(digits) : '–';
   const lines = [
     `DiffEdit benchmark: ${report.cases} held-out EmojiWorld replacement edits, ${report.imageSize}px, ${report.steps} steps`,
     '',
     '| method | mask IoU | edit success | background PSNR (dB) | background LPIPS-style | PSNR to GT edit (dB) | LPIPS-style to GT edit | s/edit |',
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...report.rows.map((r) => `| ${String(r.method)} | ${f(r.maskIoU)} | ${report.judge ? f(r.success) : 'no judge'} | ${f(r.backgroundPsnr, 2)} | ${f(r.backgroundPerceptual, 4)} | ${f(r.targetPsnr, 2)} | ${f(r.targetPerceptual, 4)} | ${f(r.secondsPerEdit, 2)} |`),
+    ...report.rows.map(
+      (r) =>
+        `| ${String(r.method)} | ${f(r.maskIoU)} | ${report.judge ? f(r.success) : 'no judge'} | ${f(r.backgroundPsnr, 2)} | ${f(r.backgroundPerceptual, 4)} | ${f(r.targetPsnr, 2)} | ${f(r.targetPerceptual, 4)} | ${f(r.secondsPerEdit, 2)} |`,
+    ),
     '',
     '| threshold | mask IoU |',
     '| --- | --- |',

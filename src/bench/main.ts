@@ -19,7 +19,15 @@ import { relativeDifference, runOnDevice } from './device_parity.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 
-const FIXTURE_MODEL = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', 'tests', 'fixtures', 'bundles', 'tiny-sd');
+const FIXTURE_MODEL = join(
+  fileURLToPath(new URL('.', import.meta.url)),
+  '..',
+  '..',
+  'tests',
+  'fixtures',
+  'bundles',
+  'tiny-sd',
+);
 
 function defaultModel(): string {
   const bundled = bundledModelDir();
@@ -27,24 +35,42 @@ function defaultModel(): string {
 }
 
 type WorkerRequest =
-  | { suite: 'pipeline'; model: string; device: ResolvedDevice; steps: number; unetRepeats: number; threads?: number }
+  | {
+      suite: 'pipeline';
+      model: string;
+      device: ResolvedDevice;
+      steps: number;
+      unetRepeats: number;
+      threads?: number;
+    }
   | ({ suite: 'autodiff' } & AutodiffBenchRequest);
 
 async function runWorker(request: WorkerRequest): Promise<void> {
-  const result = request.suite === 'pipeline' ? await benchPipeline(request) : await benchAutodiffOne(request);
+  const result =
+    request.suite === 'pipeline' ? await benchPipeline(request) : await benchAutodiffOne(request);
   process.send?.(result);
 }
 
 function measureInChild<T>(request: WorkerRequest): Promise<T | { error: string }> {
   return new Promise((resolve) => {
-    const child = fork(fileURLToPath(import.meta.url), ['--worker', JSON.stringify(request)], { stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    const child = fork(fileURLToPath(import.meta.url), ['--worker', JSON.stringify(request)], {
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    });
     let stderr = '';
     let result: T | undefined;
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('message', (message) => (result = message as T));
     child.on('exit', (code) => {
       if (result) resolve(result);
-      else resolve({ error: `exit ${code}: ${stderr.trim().split('\n').filter((l) => !/Vulkan|BackendVk/.test(l)).slice(-3).join(' | ')}` });
+      else
+        resolve({
+          error: `exit ${code}: ${stderr
+            .trim()
+            .split('\n')
+            .filter((l) => !/Vulkan|BackendVk/.test(l))
+            .slice(-3)
+            .join(' | ')}`,
+        });
     });
   });
 }
@@ -60,12 +86,24 @@ async function diffEditMain(argv: string[]): Promise<void> {
     .option('--examples <n>', 'example pictures to save', '8')
     .option('--out <dir>', 'where results.{md,json} and the plots go', 'bench-results/diffedit');
   program.parse(argv, { from: 'user' });
-  const opts = program.opts<{ model?: string; judge?: string; device: string; cases: string; steps: string; seed: string; examples: string; out: string }>();
+  const opts = program.opts<{
+    model?: string;
+    judge?: string;
+    device: string;
+    cases: string;
+    steps: string;
+    seed: string;
+    examples: string;
+    out: string;
+  }>();
   const model = opts.model ?? defaultModel();
   const bundle = await StableDiffusionBundle.load(model, { device: parseDevice(opts.device) });
   const judgeDir = opts.judge ?? join(bundledModelDir(), '..', 'emoji-judge');
-  const judge = existsSync(join(judgeDir, 'model.onnx')) ? await EmojiJudge.load(judgeDir, bundle.device) : undefined;
-  if (!judge) console.log(`no judge at ${judgeDir}: edit success and the LPIPS-style distance are not measured`);
+  const judge = existsSync(join(judgeDir, 'model.onnx'))
+    ? await EmojiJudge.load(judgeDir, bundle.device)
+    : undefined;
+  if (!judge)
+    console.log(`no judge at ${judgeDir}: edit success and the LPIPS-style distance are not measured`);
   const perceptual = judge ? await PerceptualDistance.fromJudge(judgeDir, bundle.device) : undefined;
   const report = await benchDiffEdit(bundle, judge, perceptual, {
     cases: Number(opts.cases),
@@ -89,7 +127,10 @@ async function diffEditMain(argv: string[]): Promise<void> {
 
 async function autodiffMain(argv: string[]): Promise<void> {
   const program = new Command('bench autodiff')
-    .option('--model <dir>', 'model bundle whose UNet is differentiated (default: the bundled model, else tiny-sd)')
+    .option(
+      '--model <dir>',
+      'model bundle whose UNet is differentiated (default: the bundled model, else tiny-sd)',
+    )
     .option('--unet <file>', 'a bare UNet model.onnx instead of a bundle (e.g. the SD-1.5-size random UNet)')
     .option('--cross-attention-dim <n>', 'text width for --unet', '768')
     .option('--devices <list>', 'comma-separated devices', 'cpu,webgpu')
@@ -97,7 +138,15 @@ async function autodiffMain(argv: string[]): Promise<void> {
     .option('--variants <list>', 'latents,lora', 'latents,lora')
     .option('--repeats <n>', 'timed runs per measurement', '5');
   program.parse(argv, { from: 'user' });
-  const opts = program.opts<{ model?: string; unet?: string; crossAttentionDim: string; devices: string; sizes: string; variants: string; repeats: string }>();
+  const opts = program.opts<{
+    model?: string;
+    unet?: string;
+    crossAttentionDim: string;
+    devices: string;
+    sizes: string;
+    variants: string;
+    repeats: string;
+  }>();
   let unetPath: string;
   let sizes: number[];
   let crossAttentionDim: number;
@@ -111,13 +160,19 @@ async function autodiffMain(argv: string[]): Promise<void> {
     unetPath = join(model, 'unet', 'model.onnx');
     const bundle = await StableDiffusionBundle.load(model, { device: 'cpu' });
     const native = bundle.defaultImageSize / bundle.vaeScaleFactor;
-    sizes = opts.sizes ? opts.sizes.split(',').map(Number) : [native / 2, native, native * 2].filter((s) => s % (bundle.sizeMultiple / bundle.vaeScaleFactor) === 0);
+    sizes = opts.sizes
+      ? opts.sizes.split(',').map(Number)
+      : [native / 2, native, native * 2].filter(
+          (s) => s % (bundle.sizeMultiple / bundle.vaeScaleFactor) === 0,
+        );
     crossAttentionDim = (await bundle.textEncoder.encode(...encodeEmpty(bundle))).shape[2];
     latentChannels = bundle.unetInChannels;
     await bundle.release();
   }
   console.log(`suite: autodiff   UNet: ${unetPath}   batch 2 (CFG), loss = MSE(out_sample, target)`);
-  console.log('device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build s');
+  console.log(
+    'device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build s',
+  );
   for (const device of opts.devices.split(',') as ResolvedDevice[]) {
     if (device === 'webgpu' && !(await probeWebGpu())) {
       console.log(`${device.padEnd(8)} unavailable: no WebGPU adapter on this machine`);
@@ -136,7 +191,9 @@ async function autodiffMain(argv: string[]): Promise<void> {
           latentChannels,
         });
         if ('error' in r) {
-          console.log(`${device.padEnd(8)} ${variant.padEnd(8)} ${String(latentSize).padEnd(7)} failed: ${r.error}`);
+          console.log(
+            `${device.padEnd(8)} ${variant.padEnd(8)} ${String(latentSize).padEnd(7)} failed: ${r.error}`,
+          );
           continue;
         }
         console.log(
@@ -163,14 +220,18 @@ async function parityMain(argv: string[]): Promise<void> {
   const [reference, ...others] = opts.devices.split(',') as ResolvedDevice[];
   const base = await runOnDevice(model, reference, Number(opts.steps));
   console.log(`suite: parity   model: ${model}   reference: ${reference}`);
-  console.log(`${reference}: text-to-image ${base.seconds.textToImage.toFixed(2)} s, inversion ${base.seconds.inversion.toFixed(2)} s, gradient ${base.seconds.gradient.toFixed(3)} s`);
+  console.log(
+    `${reference}: text-to-image ${base.seconds.textToImage.toFixed(2)} s, inversion ${base.seconds.inversion.toFixed(2)} s, gradient ${base.seconds.gradient.toFixed(3)} s`,
+  );
   for (const device of others) {
     if (device === 'webgpu' && !(await probeWebGpu())) {
       console.log(`${device}: unavailable (no WebGPU adapter on this machine)`);
       continue;
     }
     const run = await runOnDevice(model, device, Number(opts.steps));
-    console.log(`${device}: text-to-image ${run.seconds.textToImage.toFixed(2)} s, inversion ${run.seconds.inversion.toFixed(2)} s, gradient ${run.seconds.gradient.toFixed(3)} s`);
+    console.log(
+      `${device}: text-to-image ${run.seconds.textToImage.toFixed(2)} s, inversion ${run.seconds.inversion.toFixed(2)} s, gradient ${run.seconds.gradient.toFixed(3)} s`,
+    );
     console.log(
       `${device} vs ${reference} (max |Δ| / max(1, |ref|)): image ${relativeDifference(base.image, run.image).toExponential(2)}, final latents ${relativeDifference(base.latents, run.latents).toExponential(2)}, inverted latents ${relativeDifference(base.inverted, run.inverted).toExponential(2)}, d loss/d latents ${relativeDifference(base.gradient, run.gradient).toExponential(2)}`,
     );
@@ -192,11 +253,20 @@ async function benchMain(argv: string[]): Promise<void> {
   program.parse(argv, { from: 'user' });
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
-    process.stderr.write(`bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity)\n`);
+    process.stderr.write(
+      `bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity)\n`,
+    );
     process.exitCode = 2;
     return;
   }
-  const opts = program.opts<{ model?: string; devices: string; steps: string; repeats: string; threads?: string; json?: boolean }>();
+  const opts = program.opts<{
+    model?: string;
+    devices: string;
+    steps: string;
+    repeats: string;
+    threads?: string;
+    json?: boolean;
+  }>();
   const model = opts.model ?? defaultModel();
   const rows: (PipelineBenchResult | { device: string; error: string })[] = [];
   for (const device of opts.devices.split(',').map((d) => d.trim()) as ResolvedDevice[]) {
@@ -233,7 +303,9 @@ async function benchMain(argv: string[]): Promise<void> {
   const cpu = ok.find((r) => r.device === 'cpu');
   for (const row of ok) {
     if (cpu && row !== cpu) {
-      console.log(`speed-up ${row.device} vs cpu (same run): UNet step ×${(cpu.unetStepMs / row.unetStepMs).toFixed(2)}, end-to-end ×${(cpu.endToEndSeconds / row.endToEndSeconds).toFixed(2)}`);
+      console.log(
+        `speed-up ${row.device} vs cpu (same run): UNet step ×${(cpu.unetStepMs / row.unetStepMs).toFixed(2)}, end-to-end ×${(cpu.endToEndSeconds / row.endToEndSeconds).toFixed(2)}`,
+      );
     }
   }
 }

@@ -24,24 +24,33 @@ export function plotSvg(spec: PlotSpec): string {
   const width = spec.width ?? 640;
   const height = spec.height ?? 420;
   const margin = { left: 70, right: 200, top: 40, bottom: 55 };
-  const all = spec.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const all = spec.series
+    .flatMap((s) => s.points)
+    .filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
   const xs = all.map(([x]) => x);
   const ys = all.map(([, y]) => y);
   const [x0, x1] = paddedRange(xs);
   const [y0, y1] = paddedRange(ys);
   const px = (x: number) => margin.left + ((x - x0) / (x1 - x0)) * (width - margin.left - margin.right);
-  const py = (y: number) => height - margin.bottom - ((y - y0) / (y1 - y0)) * (height - margin.top - margin.bottom);
+  const py = (y: number) =>
+    height - margin.bottom - ((y - y0) / (y1 - y0)) * (height - margin.top - margin.bottom);
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${width / 2 - margin.right / 2}" y="22" text-anchor="middle" font-size="15">${escape(spec.title)}</text>`,
   ];
   for (const tick of ticks(x0, x1)) {
-    parts.push(`<line x1="${px(tick)}" y1="${margin.top}" x2="${px(tick)}" y2="${height - margin.bottom}" stroke="#eee"/>`);
-    parts.push(`<text x="${px(tick)}" y="${height - margin.bottom + 16}" text-anchor="middle">${format(tick)}</text>`);
+    parts.push(
+      `<line x1="${px(tick)}" y1="${margin.top}" x2="${px(tick)}" y2="${height - margin.bottom}" stroke="#eee"/>`,
+    );
+    parts.push(
+      `<text x="${px(tick)}" y="${height - margin.bottom + 16}" text-anchor="middle">${format(tick)}</text>`,
+    );
   }
   for (const tick of ticks(y0, y1)) {
-    parts.push(`<line x1="${margin.left}" y1="${py(tick)}" x2="${width - margin.right}" y2="${py(tick)}" stroke="#eee"/>`);
+    parts.push(
+      `<line x1="${margin.left}" y1="${py(tick)}" x2="${width - margin.right}" y2="${py(tick)}" stroke="#eee"/>`,
+    );
     parts.push(`<text x="${margin.left - 6}" y="${py(tick) + 4}" text-anchor="end">${format(tick)}</text>`);
   }
   parts.push(
@@ -53,7 +62,9 @@ export function plotSvg(spec: PlotSpec): string {
     const colour = COLOURS[k % COLOURS.length];
     const points = series.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (series.line && points.length > 1) {
-      parts.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points.map(([x, y]) => `${px(x)},${py(y)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${colour}" stroke-width="2" points="${points.map(([x, y]) => `${px(x)},${py(y)}`).join(' ')}"/>`,
+      );
     }
     for (const [x, y] of points) parts.push(`<circle cx="${px(x)}" cy="${py(y)}" r="4" fill="${colour}"/>`);
     const ly = margin.top + 10 + k * 18;
@@ -65,7 +76,12 @@ export function plotSvg(spec: PlotSpec): string {
 }
 
 export async function savePlot(spec: PlotSpec, path: string): Promise<void> {
-  await writeFileAtomic(path, await sharp(Buffer.from(plotSvg(spec))).png().toBuffer());
+  await writeFileAtomic(
+    path,
+    await sharp(Buffer.from(plotSvg(spec)))
+      .png()
+      .toBuffer(),
+  );
 }
 
 function paddedRange(values: number[]): [number, number] {

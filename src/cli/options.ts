@@ -85,9 +85,18 @@ export function addSamplingOptions(command: Command, defaults: { steps: number; 
   return addRuntimeOptions(command)
     .option('--seed <n>', 'random seed (default: random, reported)', parseInteger('--seed', 0, 2 ** 32 - 1))
     .option('--steps <n>', 'number of denoising steps', parseInteger('--steps', 1, 1000), defaults.steps)
-    .option('--guidance <scale>', 'classifier-free guidance scale (1 = off)', parseNumber('--guidance', 0, 100), defaults.guidance)
+    .option(
+      '--guidance <scale>',
+      'classifier-free guidance scale (1 = off)',
+      parseNumber('--guidance', 0, 100),
+      defaults.guidance,
+    )
     .option('--negative <prompt>', 'negative prompt (the unconditional side of guidance)')
-    .option('--scheduler <name>', `override the bundle's scheduler: ${SCHEDULER_NAMES.join('|')}`, parseScheduler)
+    .option(
+      '--scheduler <name>',
+      `override the bundle's scheduler: ${SCHEDULER_NAMES.join('|')}`,
+      parseScheduler,
+    )
     .option('--eta <eta>', "DDIM's η (0 = deterministic)", parseNumber('--eta', 0, 1), 0);
 }
 

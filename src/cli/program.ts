@@ -13,7 +13,14 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const command of [generateCommand(), img2imgCommand(), inpaintCommand(), invertCommand(), editCommand(), worldCommand()]) {
+  for (const command of [
+    generateCommand(),
+    img2imgCommand(),
+    inpaintCommand(),
+    invertCommand(),
+    editCommand(),
+    worldCommand(),
+  ]) {
     program.addCommand(command.showHelpAfterError('(run with --help for usage)').exitOverride());
   }
   return program;

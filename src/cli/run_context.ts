@@ -15,7 +15,10 @@ export async function withBundle<T>(
 ): Promise<{ result: T; seconds: number; device: string; model: string }> {
   const model = resolveModelDir(options.model);
   const started = performance.now();
-  const bundle = await StableDiffusionBundle.load(model, { device: options.device, intraOpNumThreads: options.threads });
+  const bundle = await StableDiffusionBundle.load(model, {
+    device: options.device,
+    intraOpNumThreads: options.threads,
+  });
   const progress = createProgress({ enabled: shouldShowProgress(options.json), label });
   let currentStage = '';
   const onProgress: ProgressCallback = ({ stage, step, total }) => {
@@ -28,7 +31,12 @@ export async function withBundle<T>(
   };
   try {
     const result = await run(bundle, onProgress);
-    return { result, seconds: (performance.now() - started) / 1000, device: bundle.device, model: bundle.dir };
+    return {
+      result,
+      seconds: (performance.now() - started) / 1000,
+      device: bundle.device,
+      model: bundle.dir,
+    };
   } finally {
     progress.stop();
     await bundle.release();

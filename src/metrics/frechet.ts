@@ -5,7 +5,10 @@
  * Tr((Σ₁Σ₂)^½) is computed as Tr((Σ₁^½ Σ₂ Σ₁^½)^½), whose argument is symmetric positive semi-definite, so both
  * square roots come from symmetric eigendecompositions (Jacobi) — stable in float64 without a complex sqrtm.
  */
-export function frechetDistance(featuresA: readonly Float32Array[], featuresB: readonly Float32Array[]): number {
+export function frechetDistance(
+  featuresA: readonly Float32Array[],
+  featuresB: readonly Float32Array[],
+): number {
   const a = gaussian(featuresA);
   const b = gaussian(featuresB);
   const d = a.mean.length;

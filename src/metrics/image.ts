@@ -6,7 +6,8 @@ import type { NDArray } from '../runtime/ndarray.js';
  * Identical inputs give Infinity.
  */
 export function psnr(a: NDArray, b: NDArray, region?: NDArray): number {
-  if (a.shape.join(',') !== b.shape.join(',')) throw new Error(`psnr: shapes [${a.shape}] and [${b.shape}] differ`);
+  if (a.shape.join(',') !== b.shape.join(','))
+    throw new Error(`psnr: shapes [${a.shape}] and [${b.shape}] differ`);
   const [, channels, height, width] = a.shape;
   const plane = height * width;
   let sum = 0;

@@ -56,7 +56,8 @@ export class PerceptualDistance {
       if (match) lastRelu.set(match[1], node.output![0]);
     }
     const layers = [...lastRelu.values()];
-    if (layers.length === 0) throw new Error(`${path}: no stem/body ReLU activations found for perceptual features`);
+    if (layers.length === 0)
+      throw new Error(`${path}: no stem/body ReLU activations found for perceptual features`);
     return PerceptualDistance.fromModel(path, layers, { device, inputSize: 128 });
   }
 
@@ -68,7 +69,11 @@ export class PerceptualDistance {
       const plane = height * width;
       input = NDArray.concatChannels(
         Array.from({ length: channels }, (_, c) =>
-          resizeBilinear(new NDArray(image.data.slice(c * plane, (c + 1) * plane), [1, 1, height, width]), this.inputSize, this.inputSize),
+          resizeBilinear(
+            new NDArray(image.data.slice(c * plane, (c + 1) * plane), [1, 1, height, width]),
+            this.inputSize,
+            this.inputSize,
+          ),
         ),
       );
     }
@@ -97,7 +102,8 @@ export class PerceptualDistance {
         na = Math.sqrt(na) + 1e-10;
         nb = Math.sqrt(nb) + 1e-10;
         let d = 0;
-        for (let k = 0; k < c; k++) d += (fa[l].data[k * h * w + p] / na - fb[l].data[k * h * w + p] / nb) ** 2;
+        for (let k = 0; k < c; k++)
+          d += (fa[l].data[k * h * w + p] / na - fb[l].data[k * h * w + p] / nb) ** 2;
         sum += weight * d;
         count += weight;
       }
@@ -114,6 +120,9 @@ export class PerceptualDistance {
 /** The region at a layer's resolution: resized to the network input, then area-averaged onto the layer grid. */
 function layerRegion(region: NDArray, h: number, w: number, inputSize: number): NDArray {
   const [, , height, width] = region.shape;
-  const atInput = height === inputSize && width === inputSize ? region : resizeBilinear(region, inputSize, inputSize);
-  return inputSize % h === 0 && inputSize % w === 0 ? downsampleAverage(atInput, h, w) : resizeBilinear(atInput, h, w);
+  const atInput =
+    height === inputSize && width === inputSize ? region : resizeBilinear(region, inputSize, inputSize);
+  return inputSize % h === 0 && inputSize % w === 0
+    ? downsampleAverage(atInput, h, w)
+    : resizeBilinear(atInput, h, w);
 }

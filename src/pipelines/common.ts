@@ -69,7 +69,9 @@ export function latentShape(bundle: StableDiffusionBundle, width: number, height
 
 export function checkLatents(name: string, latents: NDArray, expected: readonly number[]): NDArray {
   if (latents.shape.join(',') !== expected.join(',')) {
-    throw new UserError(`${name} have shape [${latents.shape.join(', ')}], expected [${expected.join(', ')}]`);
+    throw new UserError(
+      `${name} have shape [${latents.shape.join(', ')}], expected [${expected.join(', ')}]`,
+    );
   }
   return latents;
 }
@@ -106,7 +108,11 @@ export function resolveGenerator(options: { seed?: number; generator?: Generator
  * The timesteps an image-to-image run uses (diffusers' get_timesteps): the last `strength` fraction of the
  * schedule, so strength 1 starts from pure noise and small strengths stay close to the input.
  */
-export function img2imgTimesteps(scheduler: Scheduler, numInferenceSteps: number, strength: number): number[] {
+export function img2imgTimesteps(
+  scheduler: Scheduler,
+  numInferenceSteps: number,
+  strength: number,
+): number[] {
   const initTimestep = Math.min(Math.floor(numInferenceSteps * strength), numInferenceSteps);
   const tStart = Math.max(numInferenceSteps - initTimestep, 0);
   const timesteps = scheduler.timesteps.slice(tStart * scheduler.order);

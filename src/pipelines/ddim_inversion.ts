@@ -61,7 +61,9 @@ export async function ddimInversion(
   const stepsToRun = Math.min(Math.floor(numInferenceSteps * fraction), numInferenceSteps);
   const timesteps = inverse.timesteps.slice(0, stepsToRun);
   if (timesteps.length === 0) {
-    throw new UserError(`inversion strength ${fraction} with ${numInferenceSteps} steps inverts no step; raise it or --steps`);
+    throw new UserError(
+      `inversion strength ${fraction} with ${numInferenceSteps} steps inverts no step; raise it or --steps`,
+    );
   }
 
   // 1. Encode the prompt and the image.
@@ -72,7 +74,13 @@ export async function ddimInversion(
   // 2. Invert, keeping every intermediate latent.
   const total = timesteps.length + (options.reconstruct ? timesteps.length : 0);
   for (const [i, t] of timesteps.entries()) {
-    const noisePred = await predictNoise(bundle, inverse.scaleModelInput(latents, t), t, embeddings, guidanceScale);
+    const noisePred = await predictNoise(
+      bundle,
+      inverse.scaleModelInput(latents, t),
+      t,
+      embeddings,
+      guidanceScale,
+    );
     latents = inverse.step(noisePred, t, latents).prevSample;
     intermediates.push(latents);
     options.onProgress?.({ stage: 'invert', step: i + 1, total });

@@ -75,7 +75,10 @@ export interface DiffEditResult {
  *  2. Encode: DDIM-encode the input (unconditionally) to the encoding ratio r.
  *  3. Decode: DDIM-decode from x_r conditioned on Q, keeping the input's latents outside the mask.
  */
-export async function diffEdit(bundle: StableDiffusionBundle, options: DiffEditOptions): Promise<DiffEditResult> {
+export async function diffEdit(
+  bundle: StableDiffusionBundle,
+  options: DiffEditOptions,
+): Promise<DiffEditResult> {
   const strength = options.strength ?? 0.8;
   const numInferenceSteps = options.numInferenceSteps ?? 50;
   const guidanceScale = options.guidanceScale ?? 7.5;
@@ -90,12 +93,16 @@ export async function diffEdit(bundle: StableDiffusionBundle, options: DiffEditO
   checkStrength(maskStrength);
   checkSteps(numInferenceSteps);
   checkGuidance(guidanceScale);
-  if (!Number.isInteger(maskDraws) || maskDraws < 1) throw new UserError(`mask draws must be a positive integer, got ${maskDraws}`);
+  if (!Number.isInteger(maskDraws) || maskDraws < 1)
+    throw new UserError(`mask draws must be a positive integer, got ${maskDraws}`);
   if (!(clampRatio > 0)) throw new UserError(`mask clamp ratio must be positive, got ${clampRatio}`);
-  if (!(threshold >= 0 && threshold <= 1)) throw new UserError(`threshold must be in [0, 1], got ${threshold}`);
+  if (!(threshold >= 0 && threshold <= 1))
+    throw new UserError(`threshold must be in [0, 1], got ${threshold}`);
   const { width, height } = checkImage(bundle, options.image);
   if (options.mask && options.mask.shape.join(',') !== [1, 1, height, width].join(',')) {
-    throw new UserError(`the mask must be [1, 1, ${height}, ${width}] to match the image, got [${options.mask.shape.join(', ')}]`);
+    throw new UserError(
+      `the mask must be [1, 1, ${height}, ${width}] to match the image, got [${options.mask.shape.join(', ')}]`,
+    );
   }
   const { generator, seed } = resolveGenerator(options);
   const vaeEncoder = await bundle.vaeEncoder();
@@ -148,7 +155,9 @@ export async function diffEdit(bundle: StableDiffusionBundle, options: DiffEditO
     });
     // The inverse schedule walked up exactly the timesteps decoding walks down; check rather than trust.
     if (inversion.timesteps.join(',') !== [...timesteps].reverse().join(',')) {
-      throw new Error(`DiffEdit: inversion timesteps [${inversion.timesteps.join(', ')}] do not mirror decoding [${timesteps.join(', ')}]`);
+      throw new Error(
+        `DiffEdit: inversion timesteps [${inversion.timesteps.join(', ')}] do not mirror decoding [${timesteps.join(', ')}]`,
+      );
     }
     encoded = inversion.intermediates;
   } else {
@@ -191,7 +200,11 @@ interface InferMaskOptions {
  * |ε_Q − ε_R| over channels and draws. Clamp at `clampRatio` × its mean (extreme values would otherwise squash
  * the rest of the map) and normalise to [0, 1].
  */
-export async function inferMask(bundle: StableDiffusionBundle, x0: NDArray, options: InferMaskOptions): Promise<NDArray> {
+export async function inferMask(
+  bundle: StableDiffusionBundle,
+  x0: NDArray,
+  options: InferMaskOptions,
+): Promise<NDArray> {
   const { scheduler } = createScheduler(bundle.schedulerConfig, { override: 'ddim' });
   scheduler.setTimesteps(options.numInferenceSteps);
   const t = img2imgTimesteps(scheduler, options.numInferenceSteps, options.maskStrength)[0];

@@ -42,7 +42,10 @@ export interface Img2ImgResult {
 }
 
 /** SDEdit (Meng et al. 2022): noise the input to an intermediate level, then denoise with the prompt. */
-export async function img2img(bundle: StableDiffusionBundle, options: Img2ImgOptions): Promise<Img2ImgResult> {
+export async function img2img(
+  bundle: StableDiffusionBundle,
+  options: Img2ImgOptions,
+): Promise<Img2ImgResult> {
   const strength = options.strength ?? 0.8;
   const numInferenceSteps = options.numInferenceSteps ?? 50;
   const guidanceScale = options.guidanceScale ?? 7.5;

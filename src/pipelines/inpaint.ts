@@ -55,7 +55,10 @@ export interface InpaintResult {
  *   the input's latents noised to the level of that step's result (Lugmayr et al.'s RePaint without resampling,
  *   as diffusers does it).
  */
-export async function inpaint(bundle: StableDiffusionBundle, options: InpaintOptions): Promise<InpaintResult> {
+export async function inpaint(
+  bundle: StableDiffusionBundle,
+  options: InpaintOptions,
+): Promise<InpaintResult> {
   const strength = options.strength ?? 1;
   const numInferenceSteps = options.numInferenceSteps ?? 50;
   const guidanceScale = options.guidanceScale ?? 7.5;
@@ -64,7 +67,9 @@ export async function inpaint(bundle: StableDiffusionBundle, options: InpaintOpt
   checkGuidance(guidanceScale);
   const { width, height } = checkImage(bundle, options.image);
   if (options.mask.shape.join(',') !== [1, 1, height, width].join(',')) {
-    throw new UserError(`the mask must be [1, 1, ${height}, ${width}] to match the image, got [${options.mask.shape.join(', ')}]`);
+    throw new UserError(
+      `the mask must be [1, 1, ${height}, ${width}] to match the image, got [${options.mask.shape.join(', ')}]`,
+    );
   }
   const method = bundle.isInpaintingUNet ? 'channels' : 'blend';
   const { scheduler, notice } = createScheduler(bundle.schedulerConfig, { override: options.scheduler });
@@ -85,7 +90,9 @@ export async function inpaint(bundle: StableDiffusionBundle, options: InpaintOpt
     ? checkLatents('noise', options.noise, imageLatents.shape)
     : generator.randn(imageLatents.shape);
   let latents =
-    strength === 1 ? noise.scale(scheduler.initNoiseSigma) : scheduler.addNoise(imageLatents, noise, timesteps[0]);
+    strength === 1
+      ? noise.scale(scheduler.initNoiseSigma)
+      : scheduler.addNoise(imageLatents, noise, timesteps[0]);
 
   // The 9-channel model's conditioning: the binarised mask and the latents of the image with the hole cut out.
   let conditioning: NDArray | undefined;
@@ -104,7 +111,8 @@ export async function inpaint(bundle: StableDiffusionBundle, options: InpaintOpt
     if (method === 'blend') {
       // `latents` is now at the noise level of the next timestep, so the known region is noised to that same
       // level; after the last step it is the clean input latents.
-      const known = i < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[i + 1]) : imageLatents;
+      const known =
+        i < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[i + 1]) : imageLatents;
       latents = latents.map((v, k) => mask.data[k] * v + (1 - mask.data[k]) * known.data[k]);
     }
     options.onProgress?.({ stage: 'denoise', step: i + 1, total: timesteps.length });

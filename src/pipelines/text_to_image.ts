@@ -61,7 +61,9 @@ export async function textToImage(
 
   // 2. Initial latents: explicit or seeded noise, scaled to the scheduler's starting noise level.
   scheduler.setTimesteps(numInferenceSteps);
-  const noise = options.latents ? checkLatents('initial latents', options.latents, shape) : generator.randn(shape);
+  const noise = options.latents
+    ? checkLatents('initial latents', options.latents, shape)
+    : generator.randn(shape);
   let latents = noise.scale(scheduler.initNoiseSigma);
 
   // 3. Denoise.

@@ -12,7 +12,9 @@ export class NDArray {
   constructor(data: Float32Array, shape: readonly number[]) {
     const size = shapeSize(shape);
     if (data.length !== size) {
-      throw new Error(`NDArray: data has ${data.length} elements but shape [${shape.join(', ')}] needs ${size}`);
+      throw new Error(
+        `NDArray: data has ${data.length} elements but shape [${shape.join(', ')}] needs ${size}`,
+      );
     }
     this.data = data;
     this.shape = [...shape];
@@ -73,10 +75,14 @@ export class NDArray {
   /** Split along the first axis into `parts` equal pieces (e.g. the CFG batch [uncond, cond]). */
   chunk(parts: number): NDArray[] {
     const lead = this.shape[0];
-    if (lead % parts !== 0) throw new Error(`NDArray.chunk: axis 0 of size ${lead} is not divisible by ${parts}`);
+    if (lead % parts !== 0)
+      throw new Error(`NDArray.chunk: axis 0 of size ${lead} is not divisible by ${parts}`);
     const step = this.data.length / parts;
     const shape = [lead / parts, ...this.shape.slice(1)];
-    return Array.from({ length: parts }, (_, k) => new NDArray(this.data.slice(k * step, (k + 1) * step), shape));
+    return Array.from(
+      { length: parts },
+      (_, k) => new NDArray(this.data.slice(k * step, (k + 1) * step), shape),
+    );
   }
 
   /** Concatenate along the first axis. */
@@ -85,7 +91,9 @@ export class NDArray {
     const rest = arrays[0].shape.slice(1);
     for (const a of arrays) {
       if (a.shape.slice(1).join(',') !== rest.join(',')) {
-        throw new Error(`NDArray.concat: trailing shapes differ ([${a.shape.join(', ')}] vs [${arrays[0].shape.join(', ')}])`);
+        throw new Error(
+          `NDArray.concat: trailing shapes differ ([${a.shape.join(', ')}] vs [${arrays[0].shape.join(', ')}])`,
+        );
       }
     }
     const total = arrays.reduce((n, a) => n + a.data.length, 0);
@@ -131,7 +139,8 @@ export class NDArray {
 export function shapeSize(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new Error(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
+    if (!Number.isInteger(d) || d < 0)
+      throw new Error(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
     n *= d;
   }
   return n;

@@ -118,7 +118,11 @@ function toOrtTensor(value: Feed, info: TensorInfo): ort.Tensor {
       case 'int32':
         return new ort.Tensor('int32', value.data, dims);
       case 'int64':
-        return new ort.Tensor('int64', BigInt64Array.from(value.data, (v) => BigInt(v)), dims);
+        return new ort.Tensor(
+          'int64',
+          BigInt64Array.from(value.data, (v) => BigInt(v)),
+          dims,
+        );
       case 'float32':
         return new ort.Tensor('float32', Float32Array.from(value.data), dims);
       case 'float16':
@@ -133,9 +137,17 @@ function toOrtTensor(value: Feed, info: TensorInfo): ort.Tensor {
       case 'float64':
         return new ort.Tensor('float64', Float64Array.from(value.data), dims);
       case 'int64':
-        return new ort.Tensor('int64', BigInt64Array.from(value.data, (v) => BigInt(Math.round(v))), dims);
+        return new ort.Tensor(
+          'int64',
+          BigInt64Array.from(value.data, (v) => BigInt(Math.round(v))),
+          dims,
+        );
       case 'int32':
-        return new ort.Tensor('int32', Int32Array.from(value.data, (v) => Math.round(v)), dims);
+        return new ort.Tensor(
+          'int32',
+          Int32Array.from(value.data, (v) => Math.round(v)),
+          dims,
+        );
     }
   }
   throw new ModelError(`input '${info.name}' has type ${info.type}, which EditKit cannot feed`);
@@ -154,9 +166,14 @@ function fromOrtTensor(tensor: ort.Tensor, name: string, path: string): NDArray 
     case 'uint8':
       return new NDArray(Float32Array.from(tensor.data as ArrayLike<number>), dims);
     case 'int64':
-      return new NDArray(Float32Array.from(tensor.data as BigInt64Array, (v) => Number(v)), dims);
+      return new NDArray(
+        Float32Array.from(tensor.data as BigInt64Array, (v) => Number(v)),
+        dims,
+      );
     default:
-      throw new ModelError(`output '${name}' of '${path}' has type ${tensor.type}, which EditKit cannot read`);
+      throw new ModelError(
+        `output '${name}' of '${path}' has type ${tensor.type}, which EditKit cannot read`,
+      );
   }
 }
 
@@ -165,7 +182,10 @@ function explainLoadFailure(path: string, device: ResolvedDevice, error: unknown
   const provider = explainProviderFailure(device, message);
   if (provider) return new UserError(provider);
   const external = /(?:external|data).*?['"]?([^\s'"]+\.(?:onnx_data|pb|data|bin))/i.exec(message);
-  if (/external data|onnx_data|weights\.pb/i.test(message) || (external && /exist|open|find/i.test(message))) {
+  if (
+    /external data|onnx_data|weights\.pb/i.test(message) ||
+    (external && /exist|open|find/i.test(message))
+  ) {
     return new ModelError(
       `'${path}' refers to an external weight file that could not be read${external ? ` ('${external[1]}')` : ''}: keep the .onnx_data/weights.pb file next to model.onnx`,
     );

@@ -37,7 +37,12 @@ export interface Scheduler {
   setTimesteps(numInferenceSteps: number): void;
   /** Input scaling some schedulers need before the UNet (Euler divides by sqrt(σ²+1)); identity for DDIM. */
   scaleModelInput(sample: NDArray, timestep: number): NDArray;
-  step(modelOutput: NDArray, timestep: number, sample: NDArray, options?: SchedulerStepOptions): SchedulerStepOutput;
+  step(
+    modelOutput: NDArray,
+    timestep: number,
+    sample: NDArray,
+    options?: SchedulerStepOptions,
+  ): SchedulerStepOutput;
   /** Forward-diffuse clean `original` to `timestep` with `noise` (q(x_t | x_0)). */
   addNoise(original: NDArray, noise: NDArray, timestep: number): NDArray;
   /** Index of the step schedulers with state (multistep history, Euler's step index) start from; for img2img. */

@@ -18,7 +18,10 @@ const INPAINT = join(ROOT, 'tests', 'fixtures', 'bundles', 'tiny-sd-inpaint');
 const work = mkdtempSync(join(tmpdir(), 'editkit-cli-'));
 
 function editkit(...args: string[]) {
-  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, EDITKIT_DEBUG: '' } });
+  const result = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, EDITKIT_DEBUG: '' },
+  });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -28,7 +31,15 @@ beforeAll(async () => {
     .png()
     .toFile(join(work, 'in.png'));
   await sharp({ create: { width: 40, height: 36, channels: 3, background: { r: 0, g: 0, b: 0 } } })
-    .composite([{ input: Buffer.from('<svg width="40" height="36"><rect x="8" y="8" width="16" height="16" fill="white"/></svg>'), left: 0, top: 0 }])
+    .composite([
+      {
+        input: Buffer.from(
+          '<svg width="40" height="36"><rect x="8" y="8" width="16" height="16" fill="white"/></svg>',
+        ),
+        left: 0,
+        top: 0,
+      },
+    ])
     .png()
     .toFile(join(work, 'mask.png'));
 });
@@ -37,7 +48,22 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 describe('editkit generate', () => {
   it('writes an image and reports JSON', async () => {
     const out = join(work, 'gen.png');
-    const r = editkit('generate', '--model', TINY, '--prompt', 'a cat', '--steps', '3', '--seed', '7', '--device', 'cpu', '--out', out, '--json');
+    const r = editkit(
+      'generate',
+      '--model',
+      TINY,
+      '--prompt',
+      'a cat',
+      '--steps',
+      '3',
+      '--seed',
+      '7',
+      '--device',
+      'cpu',
+      '--out',
+      out,
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as { seed: number; width: number; height: number; device: string };
     expect(summary).toMatchObject({ seed: 7, width: 32, height: 32, device: 'cpu' });
@@ -48,7 +74,24 @@ describe('editkit generate', () => {
   it('is reproducible for a seed', async () => {
     const a = join(work, 'a.png');
     const b = join(work, 'b.png');
-    for (const out of [a, b]) expect(editkit('generate', '--model', TINY, '-p', 'a dog', '--steps', '2', '--seed', '3', '--device', 'cpu', '-o', out).code).toBe(0);
+    for (const out of [a, b])
+      expect(
+        editkit(
+          'generate',
+          '--model',
+          TINY,
+          '-p',
+          'a dog',
+          '--steps',
+          '2',
+          '--seed',
+          '3',
+          '--device',
+          'cpu',
+          '-o',
+          out,
+        ).code,
+      ).toBe(0);
     const [pa, pb] = await Promise.all([sharp(a).raw().toBuffer(), sharp(b).raw().toBuffer()]);
     expect(pa.equals(pb)).toBe(true);
   });
@@ -57,7 +100,22 @@ describe('editkit generate', () => {
     const latents = join(work, 'latents.npy');
     writeFileSync(latents, encodeNpy(new Generator(1).randn([1, 4, 6, 10]))); // 6×10 latents, ×4: 24×40 pixels
     const out = join(work, 'from-latents.webp');
-    const r = editkit('generate', '--model', TINY, '-p', 'x', '--steps', '2', '--init-latents', latents, '--device', 'cpu', '-o', out, '--json');
+    const r = editkit(
+      'generate',
+      '--model',
+      TINY,
+      '-p',
+      'x',
+      '--steps',
+      '2',
+      '--init-latents',
+      latents,
+      '--device',
+      'cpu',
+      '-o',
+      out,
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     const meta = await sharp(out).metadata();
     expect([meta.width, meta.height, meta.format]).toEqual([40, 24, 'webp']);
@@ -67,7 +125,25 @@ describe('editkit generate', () => {
 describe('editkit img2img / inpaint / invert', () => {
   it('img2img resizes the input to a multiple of the VAE factor', async () => {
     const out = join(work, 'i2i.jpg');
-    const r = editkit('img2img', join(work, 'in.png'), '--model', TINY, '-p', 'a cat', '--strength', '0.5', '--steps', '4', '--seed', '1', '--device', 'cpu', '-o', out, '--json');
+    const r = editkit(
+      'img2img',
+      join(work, 'in.png'),
+      '--model',
+      TINY,
+      '-p',
+      'a cat',
+      '--strength',
+      '0.5',
+      '--steps',
+      '4',
+      '--seed',
+      '1',
+      '--device',
+      'cpu',
+      '-o',
+      out,
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ steps: 2, strength: 0.5 });
     const meta = await sharp(out).metadata();
@@ -79,7 +155,25 @@ describe('editkit img2img / inpaint / invert', () => {
       [INPAINT, 'channels'],
       [TINY, 'blend'],
     ]) {
-      const r = editkit('inpaint', join(work, 'in.png'), '--mask', join(work, 'mask.png'), '--model', model, '-p', 'an apple', '--steps', '3', '--seed', '2', '--device', 'cpu', '-o', join(work, `inpaint-${method}.png`), '--json');
+      const r = editkit(
+        'inpaint',
+        join(work, 'in.png'),
+        '--mask',
+        join(work, 'mask.png'),
+        '--model',
+        model,
+        '-p',
+        'an apple',
+        '--steps',
+        '3',
+        '--seed',
+        '2',
+        '--device',
+        'cpu',
+        '-o',
+        join(work, `inpaint-${method}.png`),
+        '--json',
+      );
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout).method).toBe(method);
     }
@@ -87,7 +181,23 @@ describe('editkit img2img / inpaint / invert', () => {
 
   it('invert writes latents, intermediates and a reconstruction', async () => {
     const out = join(work, 'inv.npy');
-    const r = editkit('invert', join(work, 'in.png'), '--model', TINY, '--steps', '5', '--device', 'cpu', '-o', out, '--intermediates', join(work, 'all.npy'), '--reconstruction', join(work, 'rec.png'), '--json');
+    const r = editkit(
+      'invert',
+      join(work, 'in.png'),
+      '--model',
+      TINY,
+      '--steps',
+      '5',
+      '--device',
+      'cpu',
+      '-o',
+      out,
+      '--intermediates',
+      join(work, 'all.npy'),
+      '--reconstruction',
+      join(work, 'rec.png'),
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as { shape: number[]; timesteps: number[] };
     expect(summary.shape).toEqual([1, 4, 8, 10]);
@@ -100,7 +210,31 @@ describe('editkit img2img / inpaint / invert', () => {
 
 describe('editkit edit (DiffEdit)', () => {
   it('writes the edit, the mask and a side-by-side picture', async () => {
-    const r = editkit('edit', join(work, 'in.png'), '--model', TINY, '--to', 'a dog', '--from', 'a cat', '--steps', '5', '--mask-draws', '2', '--seed', '4', '--device', 'cpu', '-o', join(work, 'edit.png'), '--save-mask', join(work, 'edit-mask.png'), '--side-by-side', join(work, 'edit-sbs.png'), '--json');
+    const r = editkit(
+      'edit',
+      join(work, 'in.png'),
+      '--model',
+      TINY,
+      '--to',
+      'a dog',
+      '--from',
+      'a cat',
+      '--steps',
+      '5',
+      '--mask-draws',
+      '2',
+      '--seed',
+      '4',
+      '--device',
+      'cpu',
+      '-o',
+      join(work, 'edit.png'),
+      '--save-mask',
+      join(work, 'edit-mask.png'),
+      '--side-by-side',
+      join(work, 'edit-sbs.png'),
+      '--json',
+    );
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as { maskFraction: number; seed: number };
     expect(summary.seed).toBe(4);
@@ -114,7 +248,16 @@ describe('editkit edit (DiffEdit)', () => {
   it('shows every default in --help', () => {
     const r = editkit('edit', '--help');
     expect(r.code).toBe(0);
-    for (const d of ['(default: 0.8)', '(default: 0.5)', '(default: 10)', '(default: 3)', '(default: 50)', '(default: 7.5)', '(default: "replace")', '(default: "ddim")']) {
+    for (const d of [
+      '(default: 0.8)',
+      '(default: 0.5)',
+      '(default: 10)',
+      '(default: 3)',
+      '(default: 50)',
+      '(default: 7.5)',
+      '(default: "replace")',
+      '(default: "ddim")',
+    ]) {
       expect(r.stdout.replace(/\s+/g, ' ')).toContain(d);
     }
   });
@@ -122,23 +265,71 @@ describe('editkit edit (DiffEdit)', () => {
 
 describe('user errors: one line, exit 2, no stack trace, no output file', () => {
   const cases: [string, string[], RegExp][] = [
-    ['missing model folder', ['generate', '--model', '/nonexistent', '-p', 'x', '-o', 'OUT.png'], /model folder '\/nonexistent' does not exist/],
-    ['bad steps', ['generate', '--model', TINY, '-p', 'x', '--steps', 'ten', '-o', 'OUT.png'], /--steps must be an integer/],
-    ['bad device', ['generate', '--model', TINY, '-p', 'x', '--device', 'tpu', '-o', 'OUT.png'], /unknown device 'tpu'/],
-    ['bad width', ['generate', '--model', TINY, '-p', 'x', '--width', '30', '-o', 'OUT.png'], /width must be a positive multiple of 8 for this model, got 30/],
-    ['unknown extension', ['generate', '--model', TINY, '-p', 'x', '--steps', '1', '-o', 'OUT.bmpx'], /extension/i],
-    ['missing input image', ['img2img', 'missing.png', '--model', TINY, '-p', 'x', '-o', 'OUT.png'], /missing\.png/],
+    [
+      'missing model folder',
+      ['generate', '--model', '/nonexistent', '-p', 'x', '-o', 'OUT.png'],
+      /model folder '\/nonexistent' does not exist/,
+    ],
+    [
+      'bad steps',
+      ['generate', '--model', TINY, '-p', 'x', '--steps', 'ten', '-o', 'OUT.png'],
+      /--steps must be an integer/,
+    ],
+    [
+      'bad device',
+      ['generate', '--model', TINY, '-p', 'x', '--device', 'tpu', '-o', 'OUT.png'],
+      /unknown device 'tpu'/,
+    ],
+    [
+      'bad width',
+      ['generate', '--model', TINY, '-p', 'x', '--width', '30', '-o', 'OUT.png'],
+      /width must be a positive multiple of 8 for this model, got 30/,
+    ],
+    [
+      'unknown extension',
+      ['generate', '--model', TINY, '-p', 'x', '--steps', '1', '-o', 'OUT.bmpx'],
+      /extension/i,
+    ],
+    [
+      'missing input image',
+      ['img2img', 'missing.png', '--model', TINY, '-p', 'x', '-o', 'OUT.png'],
+      /missing\.png/,
+    ],
     ['missing prompt', ['generate', '--model', TINY, '-o', 'OUT.png'], /required option.*--prompt/],
-    ['latents of the wrong shape', ['generate', '--model', TINY, '-p', 'x', '--init-latents', 'BAD_LATENTS', '-o', 'OUT.png'], /initial latents have shape \[1, 3, 8, 8\]/],
-    ['output overwrites the input', ['img2img', 'IN', '--model', TINY, '-p', 'x', '-o', 'IN'], /is also an input/],
-    ['strength out of range', ['img2img', 'IN', '--model', TINY, '-p', 'x', '--strength', '1.5', '-o', 'OUT.png'], /--strength must be a number/],
-    ['unknown scheduler', ['generate', '--model', TINY, '-p', 'x', '--scheduler', 'pndm', '-o', 'OUT.png'], /ddim/],
+    [
+      'latents of the wrong shape',
+      ['generate', '--model', TINY, '-p', 'x', '--init-latents', 'BAD_LATENTS', '-o', 'OUT.png'],
+      /initial latents have shape \[1, 3, 8, 8\]/,
+    ],
+    [
+      'output overwrites the input',
+      ['img2img', 'IN', '--model', TINY, '-p', 'x', '-o', 'IN'],
+      /is also an input/,
+    ],
+    [
+      'strength out of range',
+      ['img2img', 'IN', '--model', TINY, '-p', 'x', '--strength', '1.5', '-o', 'OUT.png'],
+      /--strength must be a number/,
+    ],
+    [
+      'unknown scheduler',
+      ['generate', '--model', TINY, '-p', 'x', '--scheduler', 'pndm', '-o', 'OUT.png'],
+      /ddim/,
+    ],
   ];
   it.each(cases)('%s', (_name, rawArgs, message) => {
     const dir = mkdtempSync(join(work, 'err-'));
     writeFileSync(join(dir, 'bad.npy'), encodeNpy(NDArray.zeros([1, 3, 8, 8])));
     const args = rawArgs.map((a) =>
-      a === 'OUT.png' || a === 'OUT.bmpx' ? join(dir, a) : a === 'BAD_LATENTS' ? join(dir, 'bad.npy') : a === 'IN' ? join(work, 'in.png') : a === 'missing.png' ? join(dir, a) : a,
+      a === 'OUT.png' || a === 'OUT.bmpx'
+        ? join(dir, a)
+        : a === 'BAD_LATENTS'
+          ? join(dir, 'bad.npy')
+          : a === 'IN'
+            ? join(work, 'in.png')
+            : a === 'missing.png'
+              ? join(dir, a)
+              : a,
     );
     const r = editkit(...args);
     expect(r.code).toBe(2);

@@ -8,7 +8,10 @@ describe('image metrics', () => {
   it('PSNR of a uniform 0.1 error is 20 dB, and counts only the region', () => {
     const a = NDArray.full([1, 3, 4, 4], 0.5);
     const b = a.map((v, i) => (i % 16 < 8 ? v + 0.1 : v + 0.3));
-    const top = new NDArray(Float32Array.from({ length: 16 }, (_, i) => (i < 8 ? 1 : 0)), [1, 1, 4, 4]);
+    const top = new NDArray(
+      Float32Array.from({ length: 16 }, (_, i) => (i < 8 ? 1 : 0)),
+      [1, 1, 4, 4],
+    );
     expect(psnr(a, b, top)).toBeCloseTo(20, 4);
     expect(psnr(a, a)).toBe(Infinity);
   });

@@ -6,12 +6,23 @@ import { NDArray } from '../../src/runtime/ndarray.js';
 import { Generator } from '../../src/runtime/random.js';
 
 // Any CNN works as the feature network for these properties; the tiny VAE encoder is at hand.
-const ENCODER = join(import.meta.dirname, '..', 'fixtures', 'bundles', 'tiny-sd', 'vae_encoder', 'model.onnx');
+const ENCODER = join(
+  import.meta.dirname,
+  '..',
+  'fixtures',
+  'bundles',
+  'tiny-sd',
+  'vae_encoder',
+  'model.onnx',
+);
 let metric: PerceptualDistance;
 beforeAll(async () => {
   const model = await loadModel(ENCODER);
   const convs = (model.graph?.node ?? []).filter((n) => n.opType === 'Conv').map((n) => n.output![0]);
-  metric = await PerceptualDistance.fromModel(ENCODER, convs.slice(0, 3), { inputName: 'sample', inputSize: 32 });
+  metric = await PerceptualDistance.fromModel(ENCODER, convs.slice(0, 3), {
+    inputName: 'sample',
+    inputSize: 32,
+  });
 });
 afterAll(() => metric.release());
 
@@ -31,8 +42,11 @@ describe('LPIPS-style perceptual distance', () => {
 
   it('only counts the region it is given', async () => {
     // Change the right half only; the left-half distance is much smaller than the right-half one.
-    const changed = image.map((v, i) => ((i % 32) >= 16 ? 1 - v : v));
-    const left = new NDArray(Float32Array.from({ length: 1024 }, (_, p) => (p % 32 < 12 ? 1 : 0)), [1, 1, 32, 32]);
+    const changed = image.map((v, i) => (i % 32 >= 16 ? 1 - v : v));
+    const left = new NDArray(
+      Float32Array.from({ length: 1024 }, (_, p) => (p % 32 < 12 ? 1 : 0)),
+      [1, 1, 32, 32],
+    );
     const right = left.map((v) => 1 - v);
     const dLeft = await metric.distance(image, changed, left);
     const dRight = await metric.distance(image, changed, right);

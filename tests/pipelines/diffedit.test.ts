@@ -11,18 +11,32 @@ const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
 let bundle: StableDiffusionBundle;
 let image: NDArray;
 beforeAll(async () => {
-  bundle = await StableDiffusionBundle.load(join(FIXTURES, 'bundles', 'tiny-sd'), { device: 'cpu', intraOpNumThreads: 1 });
+  bundle = await StableDiffusionBundle.load(join(FIXTURES, 'bundles', 'tiny-sd'), {
+    device: 'cpu',
+    intraOpNumThreads: 1,
+  });
   image = await readNpy(join(FIXTURES, 'parity', 'img2img_ddim', 'image.npy'));
 });
 afterAll(() => bundle.release());
 
-const base = { prompt: 'a photo of a dog on the grass', sourcePrompt: 'a photo of a cat on the grass', numInferenceSteps: 10, seed: 5 };
+const base = {
+  prompt: 'a photo of a dog on the grass',
+  sourcePrompt: 'a photo of a cat on the grass',
+  numInferenceSteps: 10,
+  seed: 5,
+};
 
 describe('DiffEdit mask', () => {
   it('is a normalised, clamped, channel- and draw-averaged |ε_Q − ε_R| map', async () => {
     const x0 = await (await bundle.vaeEncoder()).encode(image);
     const map = await inferMask(bundle, x0, {
-      query: base.prompt, reference: base.sourcePrompt, maskStrength: 0.5, maskDraws: 4, clampRatio: 3, numInferenceSteps: 10, generator: new Generator(1),
+      query: base.prompt,
+      reference: base.sourcePrompt,
+      maskStrength: 0.5,
+      maskDraws: 4,
+      clampRatio: 3,
+      numInferenceSteps: 10,
+      generator: new Generator(1),
     });
     expect(map.shape).toEqual([1, 1, 8, 8]);
     const values = Array.from(map.data);
@@ -35,7 +49,13 @@ describe('DiffEdit mask', () => {
 
     // Independent recomputation for one draw with the same noise, straight from the UNet.
     const single = await inferMask(bundle, x0, {
-      query: base.prompt, reference: base.sourcePrompt, maskStrength: 0.5, maskDraws: 1, clampRatio: 1e9, numInferenceSteps: 10, generator: new Generator(2),
+      query: base.prompt,
+      reference: base.sourcePrompt,
+      maskStrength: 0.5,
+      maskDraws: 1,
+      clampRatio: 1e9,
+      numInferenceSteps: 10,
+      generator: new Generator(2),
     });
     const t = 401; // 10 steps, strength 0.5: timesteps[5] of [901, 801, …, 1]
     const noise = new Generator(2).randn(x0.shape);
@@ -48,15 +68,23 @@ describe('DiffEdit mask', () => {
     const epsR = await bundle.unet.predict(xt, t, r);
     const epsQ = await bundle.unet.predict(xt, t, q);
     const raw = new Float32Array(64);
-    for (let c = 0; c < 4; c++) for (let p = 0; p < 64; p++) raw[p] += Math.abs(epsQ.data[c * 64 + p] - epsR.data[c * 64 + p]) / 4;
+    for (let c = 0; c < 4; c++)
+      for (let p = 0; p < 64; p++) raw[p] += Math.abs(epsQ.data[c * 64 + p] - epsR.data[c * 64 + p]) / 4;
     const scale = (raw.reduce((a, b) => a + b, 0) / 64) * 1e9;
-    for (let p = 0; p < 64; p++) expect(Math.abs(single.data[p] - raw[p] / scale)).toBeLessThan(1e-5 * (raw[p] / scale) + 1e-15);
+    for (let p = 0; p < 64; p++)
+      expect(Math.abs(single.data[p] - raw[p] / scale)).toBeLessThan(1e-5 * (raw[p] / scale) + 1e-15);
   });
 
   it('is empty when the query equals the reference', async () => {
     const x0 = await (await bundle.vaeEncoder()).encode(image);
     const map = await inferMask(bundle, x0, {
-      query: 'a cat', reference: 'a cat', maskStrength: 0.5, maskDraws: 2, clampRatio: 3, numInferenceSteps: 10, generator: new Generator(1),
+      query: 'a cat',
+      reference: 'a cat',
+      maskStrength: 0.5,
+      maskDraws: 2,
+      clampRatio: 3,
+      numInferenceSteps: 10,
+      generator: new Generator(1),
     });
     expect(Math.max(...map.data)).toBe(0);
   });
@@ -111,6 +139,8 @@ describe('DiffEdit decoding', () => {
   it('rejects bad arguments with clear messages', async () => {
     await expect(diffEdit(bundle, { ...base, image, strength: 0 })).rejects.toThrow(/strength must be in/);
     await expect(diffEdit(bundle, { ...base, image, threshold: 2 })).rejects.toThrow(/threshold/);
-    await expect(diffEdit(bundle, { ...base, image, mask: NDArray.zeros([1, 1, 8, 8]) })).rejects.toThrow(/mask must be/);
+    await expect(diffEdit(bundle, { ...base, image, mask: NDArray.zeros([1, 1, 8, 8]) })).rejects.toThrow(
+      /mask must be/,
+    );
   });
 });

@@ -36,11 +36,16 @@ interface CaseInputs {
   expected: { timesteps?: number[]; inversion_timesteps?: number[] };
 }
 
-const index = JSON.parse(readFileSync(join(PARITY, 'index.json'), 'utf8')) as { cases: Record<string, unknown> };
+const index = JSON.parse(readFileSync(join(PARITY, 'index.json'), 'utf8')) as {
+  cases: Record<string, unknown>;
+};
 const bundles = new Map<string, Promise<StableDiffusionBundle>>();
 function bundle(name: string): Promise<StableDiffusionBundle> {
   if (!bundles.has(name)) {
-    bundles.set(name, StableDiffusionBundle.load(join(FIXTURES, 'bundles', name), { device: 'cpu', intraOpNumThreads: 1 }));
+    bundles.set(
+      name,
+      StableDiffusionBundle.load(join(FIXTURES, 'bundles', name), { device: 'cpu', intraOpNumThreads: 1 }),
+    );
   }
   return bundles.get(name)!;
 }
@@ -68,7 +73,8 @@ describe.each(Object.keys(index.cases))('parity: %s', (name) => {
     const inputs = JSON.parse(readFileSync(join(dir, 'inputs.json'), 'utf8')) as CaseInputs;
     const load = (key: string) => readNpy(join(dir, inputs.files[key]));
     const b = await bundle(inputs.bundle);
-    const scheduler = inputs.scheduler === null || inputs.scheduler === 'ddim-inverse' ? undefined : inputs.scheduler;
+    const scheduler =
+      inputs.scheduler === null || inputs.scheduler === 'ddim-inverse' ? undefined : inputs.scheduler;
     const common = {
       prompt: inputs.prompt,
       negativePrompt: inputs.negative_prompt ?? undefined,
@@ -89,12 +95,22 @@ describe.each(Object.keys(index.cases))('parity: %s', (name) => {
     let timesteps: number[];
     switch (inputs.pipeline) {
       case 'text_to_image': {
-        const r = await textToImage(b, { ...common, width: inputs.width, height: inputs.height, latents: await load('init_latents') });
+        const r = await textToImage(b, {
+          ...common,
+          width: inputs.width,
+          height: inputs.height,
+          latents: await load('init_latents'),
+        });
         ({ latents, image, timesteps } = r);
         break;
       }
       case 'image_to_image': {
-        const r = await img2img(b, { ...common, image: await load('image'), strength: inputs.strength, noise: await load('noise') });
+        const r = await img2img(b, {
+          ...common,
+          image: await load('image'),
+          strength: inputs.strength,
+          noise: await load('noise'),
+        });
         ({ latents, image, timesteps } = r);
         break;
       }

@@ -67,7 +67,9 @@ describe('ModelSession', () => {
 
   it.each(['ids_int32', 'ids_int64'])('feeds integer ids to %s', async (name) => {
     const session = await ModelSession.create(join(FIXTURES, `${name}.onnx`), { device: 'cpu' });
-    const { values } = await session.run({ input_ids: new IntArray(Int32Array.from([49406, 320, 49407]), [1, 3]) });
+    const { values } = await session.run({
+      input_ids: new IntArray(Int32Array.from([49406, 320, 49407]), [1, 3]),
+    });
     expect(Array.from(values.data)).toEqual([49406, 320, 49407]);
     expect(values.shape).toEqual([1, 3]);
     await session.release();
@@ -106,7 +108,9 @@ describe('ModelSession', () => {
 
   it('rejects unknown input names with the list of real ones', async () => {
     const session = await ModelSession.create(join(FIXTURES, 'ids_int64.onnx'), { device: 'cpu' });
-    await expect(session.run({ ids: new IntArray(Int32Array.from([1]), [1, 1]) })).rejects.toThrow(/input_ids/);
+    await expect(session.run({ ids: new IntArray(Int32Array.from([1]), [1, 1]) })).rejects.toThrow(
+      /input_ids/,
+    );
     await session.release();
   });
 });

@@ -18,9 +18,16 @@ export function generateCommand(): Command {
     .description('text-to-image: generate an image from a prompt')
     .requiredOption('-p, --prompt <text>', 'what to draw')
     .requiredOption('-o, --out <file>', 'output image (.png, .jpg, .webp)')
-    .option('--width <px>', 'image width (multiple of the VAE factor; default: the model size)', parseInteger('--width', 1, 8192))
+    .option(
+      '--width <px>',
+      'image width (multiple of the VAE factor; default: the model size)',
+      parseInteger('--width', 1, 8192),
+    )
     .option('--height <px>', 'image height (default: the model size)', parseInteger('--height', 1, 8192))
-    .option('--init-latents <file.npy>', 'explicit initial latents [1,C,h,w] float32 (instead of --seed noise)');
+    .option(
+      '--init-latents <file.npy>',
+      'explicit initial latents [1,C,h,w] float32 (instead of --seed noise)',
+    );
   addSamplingOptions(command, { steps: 50, guidance: 7.5 });
   return command.action(async (options: GenerateOptions) => {
     const latents = options.initLatents ? await readNpy(options.initLatents) : undefined;
@@ -43,7 +50,18 @@ export function generateCommand(): Command {
     const [, , height, width] = result.image.shape;
     report(
       options.json,
-      { command: 'generate', out: options.out, width, height, seed: result.seed, steps: result.timesteps.length, device, model, seconds, notices: result.notices },
+      {
+        command: 'generate',
+        out: options.out,
+        width,
+        height,
+        seed: result.seed,
+        steps: result.timesteps.length,
+        device,
+        model,
+        seconds,
+        notices: result.notices,
+      },
       `${[...result.notices, `wrote ${options.out} (${width}×${height}, seed ${result.seed ?? 'from --init-latents'}, ${device}, ${seconds.toFixed(1)} s)`].join('\n')}`,
     );
   });

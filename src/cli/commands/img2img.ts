@@ -2,7 +2,13 @@ import { Command } from 'commander';
 import { loadImage, saveImage } from '../../image/io.js';
 import { img2img } from '../../pipelines/img2img.js';
 import { readNpy } from '../../util/npy.js';
-import { addSamplingOptions, checkOutputPath, parseInteger, parseNumber, type SamplingOptions } from '../options.js';
+import {
+  addSamplingOptions,
+  checkOutputPath,
+  parseInteger,
+  parseNumber,
+  type SamplingOptions,
+} from '../options.js';
 import { report, withBundle } from '../run_context.js';
 
 interface Img2ImgCliOptions extends SamplingOptions {
@@ -28,27 +34,49 @@ export function img2imgCommand(): Command {
   return command.action(async (imagePath: string, options: Img2ImgCliOptions) => {
     checkOutputPath(options.out, [imagePath]);
     const noise = options.noise ? await readNpy(options.noise) : undefined;
-    const { result, seconds, device, model } = await withBundle(options, 'img2img', async (bundle, onProgress) => {
-      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.sizeMultiple, label: 'input image' });
-      return img2img(bundle, {
-        prompt: options.prompt,
-        image: input.tensor,
-        negativePrompt: options.negative,
-        strength: options.strength,
-        numInferenceSteps: options.steps,
-        guidanceScale: options.guidance,
-        seed: options.seed,
-        noise,
-        eta: options.eta,
-        scheduler: options.scheduler,
-        onProgress,
-      });
-    });
+    const { result, seconds, device, model } = await withBundle(
+      options,
+      'img2img',
+      async (bundle, onProgress) => {
+        const input = await loadImage(imagePath, {
+          width: options.width,
+          height: options.height,
+          multiple: bundle.sizeMultiple,
+          label: 'input image',
+        });
+        return img2img(bundle, {
+          prompt: options.prompt,
+          image: input.tensor,
+          negativePrompt: options.negative,
+          strength: options.strength,
+          numInferenceSteps: options.steps,
+          guidanceScale: options.guidance,
+          seed: options.seed,
+          noise,
+          eta: options.eta,
+          scheduler: options.scheduler,
+          onProgress,
+        });
+      },
+    );
     await saveImage(result.image, options.out);
     report(
       options.json,
-      { command: 'img2img', out: options.out, seed: result.seed, steps: result.timesteps.length, strength: options.strength, device, model, seconds, notices: result.notices },
-      [...result.notices, `wrote ${options.out} (${result.timesteps.length} steps, seed ${result.seed ?? 'from --noise'}, ${device}, ${seconds.toFixed(1)} s)`].join('\n'),
+      {
+        command: 'img2img',
+        out: options.out,
+        seed: result.seed,
+        steps: result.timesteps.length,
+        strength: options.strength,
+        device,
+        model,
+        seconds,
+        notices: result.notices,
+      },
+      [
+        ...result.notices,
+        `wrote ${options.out} (${result.timesteps.length} steps, seed ${result.seed ?? 'from --noise'}, ${device}, ${seconds.toFixed(1)} s)`,
+      ].join('\n'),
     );
   });
 }

@@ -2,7 +2,13 @@ import { Command } from 'commander';
 import { loadImage, loadMask, saveImage } from '../../image/io.js';
 import { inpaint } from '../../pipelines/inpaint.js';
 import { readNpy } from '../../util/npy.js';
-import { addSamplingOptions, checkOutputPath, parseInteger, parseNumber, type SamplingOptions } from '../options.js';
+import {
+  addSamplingOptions,
+  checkOutputPath,
+  parseInteger,
+  parseNumber,
+  type SamplingOptions,
+} from '../options.js';
 import { report, withBundle } from '../run_context.js';
 
 interface InpaintCliOptions extends SamplingOptions {
@@ -22,7 +28,12 @@ export function inpaintCommand(): Command {
     .requiredOption('-m, --mask <file>', 'mask image: white = repaint, black = keep')
     .requiredOption('-p, --prompt <text>', 'what the repainted region should show')
     .requiredOption('-o, --out <file>', 'output image')
-    .option('--strength <s>', '1 repaints from pure noise; lower keeps some of the original', parseNumber('--strength', 0.001, 1), 1)
+    .option(
+      '--strength <s>',
+      '1 repaints from pure noise; lower keeps some of the original',
+      parseNumber('--strength', 0.001, 1),
+      1,
+    )
     .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
     .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192))
     .option('--noise <file.npy>', 'explicit noise [1,C,h,w] float32');
@@ -30,29 +41,51 @@ export function inpaintCommand(): Command {
   return command.action(async (imagePath: string, options: InpaintCliOptions) => {
     checkOutputPath(options.out, [imagePath, options.mask]);
     const noise = options.noise ? await readNpy(options.noise) : undefined;
-    const { result, seconds, device, model } = await withBundle(options, 'inpaint', async (bundle, onProgress) => {
-      const input = await loadImage(imagePath, { width: options.width, height: options.height, multiple: bundle.sizeMultiple, label: 'input image' });
-      const mask = await loadMask(options.mask, input.width, input.height, { label: 'mask' });
-      return inpaint(bundle, {
-        prompt: options.prompt,
-        image: input.tensor,
-        mask,
-        negativePrompt: options.negative,
-        strength: options.strength,
-        numInferenceSteps: options.steps,
-        guidanceScale: options.guidance,
-        seed: options.seed,
-        noise,
-        eta: options.eta,
-        scheduler: options.scheduler,
-        onProgress,
-      });
-    });
+    const { result, seconds, device, model } = await withBundle(
+      options,
+      'inpaint',
+      async (bundle, onProgress) => {
+        const input = await loadImage(imagePath, {
+          width: options.width,
+          height: options.height,
+          multiple: bundle.sizeMultiple,
+          label: 'input image',
+        });
+        const mask = await loadMask(options.mask, input.width, input.height, { label: 'mask' });
+        return inpaint(bundle, {
+          prompt: options.prompt,
+          image: input.tensor,
+          mask,
+          negativePrompt: options.negative,
+          strength: options.strength,
+          numInferenceSteps: options.steps,
+          guidanceScale: options.guidance,
+          seed: options.seed,
+          noise,
+          eta: options.eta,
+          scheduler: options.scheduler,
+          onProgress,
+        });
+      },
+    );
     await saveImage(result.image, options.out);
     report(
       options.json,
-      { command: 'inpaint', out: options.out, method: result.method, seed: result.seed, steps: result.timesteps.length, device, model, seconds, notices: result.notices },
-      [...result.notices, `wrote ${options.out} (${result.method === 'channels' ? 'inpainting UNet' : 'latent blending'}, seed ${result.seed ?? 'from --noise'}, ${device}, ${seconds.toFixed(1)} s)`].join('\n'),
+      {
+        command: 'inpaint',
+        out: options.out,
+        method: result.method,
+        seed: result.seed,
+        steps: result.timesteps.length,
+        device,
+        model,
+        seconds,
+        notices: result.notices,
+      },
+      [
+        ...result.notices,
+        `wrote ${options.out} (${result.method === 'channels' ? 'inpainting UNet' : 'latent blending'}, seed ${result.seed ?? 'from --noise'}, ${device}, ${seconds.toFixed(1)} s)`,
+      ].join('\n'),
     );
   });
 }
