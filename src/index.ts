@@ -38,3 +38,6 @@ export {
   type DiffEditResult,
   type MaskBlend,
 } from './pipelines/diffedit.js';
+export * as drag from './pipelines/drag/index.js';
+export { PerceptualDistance } from './metrics/perceptual.js';
+export { EmojiJudge } from './models/judge.js';

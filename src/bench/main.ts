@@ -16,6 +16,7 @@ import { PerceptualDistance } from '../metrics/perceptual.js';
 import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { relativeDifference, runOnDevice } from './device_parity.js';
+import { dragBenchMain } from './drag.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 
@@ -240,10 +241,14 @@ async function parityMain(argv: string[]): Promise<void> {
 
 async function benchMain(argv: string[]): Promise<void> {
   if (argv[0] === 'parity') return parityMain(argv.slice(1));
+  if (argv[0] === 'drag') {
+    await dragBenchMain(argv.slice(1), defaultModel());
+    return;
+  }
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit | autodiff | parity', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit | autodiff | parity | drag', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -254,7 +259,7 @@ async function benchMain(argv: string[]): Promise<void> {
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
     process.stderr.write(
-      `bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity)\n`,
+      `bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity, drag)\n`,
     );
     process.exitCode = 2;
     return;

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
 import { img2imgCommand } from './commands/img2img.js';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
     inpaintCommand(),
     invertCommand(),
     editCommand(),
+    dragCommand(),
     worldCommand(),
   ]) {
     program.addCommand(command.showHelpAfterError('(run with --help for usage)').exitOverride());

@@ -1,0 +1,127 @@
+/**
+ * UNet graph variants DragDiffusion runs, made from the bundle's ONNX file: sessions from in-memory models, the
+ * float16-storage fold LoRA needs, and the mutual self-attention rewrite of the final denoising.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DataType,
+  Graph,
+  GraphBuilder,
+  graphOf,
+  makeTensor,
+  saveModel,
+  tensorDims,
+  tensorToFloat32,
+  type ModelProto,
+} from '../../autodiff/index.js';
+import type { ResolvedDevice } from '../../runtime/device.js';
+import { ModelSession } from '../../runtime/session.js';
+
+export interface SessionSettings {
+  device: ResolvedDevice;
+  intraOpNumThreads?: number;
+}
+
+/**
+ * An ONNX Runtime session for a model built in memory. It goes through a temporary file rather than a buffer so
+ * that models over protobuf's 2 GiB limit (SD's UNet with its gradient) work too, with external data; ModelSession
+ * then gives the same dtype handling at the boundary as the bundle's own sessions.
+ */
+export async function sessionFromModel(
+  model: ModelProto,
+  settings: SessionSettings,
+  label = 'model',
+): Promise<ModelSession> {
+  const dir = await mkdtemp(join(tmpdir(), 'editkit-drag-'));
+  try {
+    const path = join(dir, `${label}.onnx`);
+    await saveModel(model, path);
+    return await ModelSession.create(path, settings);
+  } finally {
+    // ORT has read (or mapped) the files by now; on POSIX a mapped file survives its unlinking.
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/**
+ * Replace `Cast(float16 initializer → float32)` by a float32 initializer, in place. EditKit's bundled models store
+ * weights as float16 followed by a Cast (ONNX Runtime folds it at load); LoRA needs the weight itself to be an
+ * initializer of the MatMul it adapts. Returns the number of casts folded.
+ */
+export function foldInitializerCasts(model: ModelProto): number {
+  const g = graphOf(model);
+  const inits = new Map(g.initializer.map((t) => [t.name, t]));
+  const keep: typeof g.node = [];
+  const folded = new Set<string>();
+  for (const node of g.node) {
+    const source =
+      node.opType === 'Cast' && (node.domain ?? '') === '' ? inits.get(node.input[0]) : undefined;
+    const to = node.attribute.find((a) => a.name === 'to')?.i;
+    const toType = typeof to === 'number' ? to : to?.toNumber();
+    const isHalf = source && (source.dataType === DataType.FLOAT16 || source.dataType === DataType.BFLOAT16);
+    if (!source || !isHalf || toType !== DataType.FLOAT) {
+      keep.push(node);
+      continue;
+    }
+    g.initializer.push(
+      makeTensor(node.output[0], DataType.FLOAT, tensorDims(source), tensorToFloat32(source)),
+    );
+    folded.add(source.name);
+  }
+  g.node = keep;
+  const stillRead = new Set(keep.flatMap((n) => n.input));
+  g.initializer = g.initializer.filter((t) => !folded.has(t.name) || stillRead.has(t.name));
+  return folded.size;
+}
+
+export interface MutualAttentionOptions {
+  /**
+   * First self-attention layer (in execution order: down, mid, up) whose keys and values come from the reference.
+   * Default: ⌊10/16 · layers⌋, the official start_layer = 10 of SD 1.5's 16 transformer blocks (its two
+   * highest-resolution up blocks), scaled to the model's count.
+   */
+  startLayer?: number;
+}
+
+/**
+ * Mutual self-attention (MasaCtrl, used by DragDiffusion's final denoising): the UNet runs on the batch
+ * [reference, edited] and, in the chosen self-attention layers, both batch items attend to the reference's keys and
+ * values, so the edited image keeps the input's appearance. In the graph: the outputs of attn1's to_k and to_v
+ * are replaced by Gather(·, [0, 0], axis 0). The model then needs batch 2. Returns the new model and the layers.
+ */
+export function mutualSelfAttentionModel(
+  unet: ModelProto,
+  options: MutualAttentionOptions = {},
+): { model: ModelProto; layers: string[]; total: number } {
+  const graph = Graph.fromModel(unet);
+  const modules: string[] = [];
+  const lastOutput = new Map<string, string>();
+  for (const node of graph.nodes) {
+    const m = /^(.*\/attn1)\/(to_k|to_v)\//.exec(node.name ?? '');
+    if (!m) continue;
+    if (!modules.includes(m[1])) modules.push(m[1]);
+    // The projection's result is what its last node (MatMul, or the bias Add) writes.
+    lastOutput.set(`${m[1]}|${m[2]}`, node.output[0]);
+  }
+  const total = modules.length;
+  if (total === 0)
+    throw new Error('mutual self-attention: no attn1/to_k, attn1/to_v nodes in the UNet graph');
+  const start = options.startLayer ?? Math.floor((10 / 16) * total);
+  const chosen = modules.slice(Math.min(Math.max(0, start), total));
+  const b = new GraphBuilder(graph, 'mutual');
+  const reference = b.int64s([0, 0]);
+  for (const module of chosen) {
+    for (const proj of ['to_k', 'to_v']) {
+      const tensor = lastOutput.get(`${module}|${proj}`);
+      if (!tensor) continue;
+      const consumers = graph.consumers(tensor);
+      const gathered = b.op('Gather', [tensor, reference], { axis: 0 });
+      for (const c of consumers) c.input = c.input.map((i) => (i === tensor ? gathered : i));
+    }
+  }
+  graph.invalidate();
+  graph.topologicalSort();
+  return { model: graph.toModel(), layers: chosen, total };
+}
