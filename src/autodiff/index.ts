@@ -56,6 +56,7 @@ export {
   applyLoraTensors,
   ATTENTION_PROJECTIONS,
   findLoraTargets,
+  foldInitializerCasts,
   loadLora,
   loraTensors,
   mergedWeight,

@@ -15,6 +15,7 @@
 import { attrInt, copyAttrs } from './attrs.js';
 import { Graph, GraphBuilder } from './graph.js';
 import {
+  DataType,
   graphOf,
   makeTensor,
   setTensorValues,
@@ -316,4 +317,35 @@ export function mergedWeight(model: ModelProto, adapter: LoraAdapter): Float32Ar
     }
   }
   return out;
+}
+
+/**
+ * Replace `Cast(float16 initializer → float32)` by a float32 initializer, in place. EditKit's bundled models store
+ * weights as float16 followed by a Cast (ONNX Runtime folds it at load); LoRA needs the weight itself to be an
+ * initializer of the MatMul it adapts. Returns the number of casts folded.
+ */
+export function foldInitializerCasts(model: ModelProto): number {
+  const g = graphOf(model);
+  const inits = new Map(g.initializer.map((t) => [t.name, t]));
+  const keep: typeof g.node = [];
+  const folded = new Set<string>();
+  for (const node of g.node) {
+    const source =
+      node.opType === 'Cast' && (node.domain ?? '') === '' ? inits.get(node.input[0]) : undefined;
+    const to = node.attribute.find((a) => a.name === 'to')?.i;
+    const toType = typeof to === 'number' ? to : to?.toNumber();
+    const isHalf = source && (source.dataType === DataType.FLOAT16 || source.dataType === DataType.BFLOAT16);
+    if (!source || !isHalf || toType !== DataType.FLOAT) {
+      keep.push(node);
+      continue;
+    }
+    g.initializer.push(
+      makeTensor(node.output[0], DataType.FLOAT, tensorDims(source), tensorToFloat32(source)),
+    );
+    folded.add(source.name);
+  }
+  g.node = keep;
+  const stillRead = new Set(keep.flatMap((n) => n.input));
+  g.initializer = g.initializer.filter((t) => !folded.has(t.name) || stillRead.has(t.name));
+  return folded.size;
 }

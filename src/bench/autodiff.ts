@@ -16,7 +16,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { addLora, buildGradient, loadModel, mseLoss, saveModel } from '../autodiff/index.js';
+import {
+  addLora,
+  buildGradient,
+  foldInitializerCasts,
+  loadModel,
+  mseLoss,
+  saveModel,
+} from '../autodiff/index.js';
 import type { ResolvedDevice } from '../runtime/device.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { Generator } from '../runtime/random.js';
@@ -54,6 +61,8 @@ export async function benchAutodiffOne(request: AutodiffBenchRequest): Promise<A
     const forwardNodes = model.graph?.node?.length ?? 0;
     let wrt = ['sample'];
     if (request.variant === 'lora') {
+      // Weights stored as float16 + Cast must become plain initializers for the rewrite to find them.
+      foldInitializerCasts(model);
       // B starts non-zero so that the gradient of A is not trivially zero.
       const lora = addLora(model, { rank: 16, initB: 'normal' });
       model = lora.model;

@@ -5,17 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  DataType,
-  Graph,
-  GraphBuilder,
-  graphOf,
-  makeTensor,
-  saveModel,
-  tensorDims,
-  tensorToFloat32,
-  type ModelProto,
-} from '../../autodiff/index.js';
+import { Graph, GraphBuilder, saveModel, type ModelProto } from '../../autodiff/index.js';
 import type { ResolvedDevice } from '../../runtime/device.js';
 import { ModelSession } from '../../runtime/session.js';
 
@@ -45,36 +35,8 @@ export async function sessionFromModel(
   }
 }
 
-/**
- * Replace `Cast(float16 initializer → float32)` by a float32 initializer, in place. EditKit's bundled models store
- * weights as float16 followed by a Cast (ONNX Runtime folds it at load); LoRA needs the weight itself to be an
- * initializer of the MatMul it adapts. Returns the number of casts folded.
- */
-export function foldInitializerCasts(model: ModelProto): number {
-  const g = graphOf(model);
-  const inits = new Map(g.initializer.map((t) => [t.name, t]));
-  const keep: typeof g.node = [];
-  const folded = new Set<string>();
-  for (const node of g.node) {
-    const source =
-      node.opType === 'Cast' && (node.domain ?? '') === '' ? inits.get(node.input[0]) : undefined;
-    const to = node.attribute.find((a) => a.name === 'to')?.i;
-    const toType = typeof to === 'number' ? to : to?.toNumber();
-    const isHalf = source && (source.dataType === DataType.FLOAT16 || source.dataType === DataType.BFLOAT16);
-    if (!source || !isHalf || toType !== DataType.FLOAT) {
-      keep.push(node);
-      continue;
-    }
-    g.initializer.push(
-      makeTensor(node.output[0], DataType.FLOAT, tensorDims(source), tensorToFloat32(source)),
-    );
-    folded.add(source.name);
-  }
-  g.node = keep;
-  const stillRead = new Set(keep.flatMap((n) => n.input));
-  g.initializer = g.initializer.filter((t) => !folded.has(t.name) || stillRead.has(t.name));
-  return folded.size;
-}
+// Lives with the LoRA rewrite, which needs it; re-exported for the drag modules that import it from here.
+export { foldInitializerCasts } from '../../autodiff/lora.js';
 
 export interface MutualAttentionOptions {
   /**
