@@ -4,9 +4,10 @@
  * finite differences on the tiny UNet, LoRA training, the UNet graph variants, and end-to-end runs on the tiny
  * random-weight bundle (32×32 images: 8×8 latents, an 8×8 decoder feature map, a 16×16 supervision grid).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { bundledModelStatus, EMOJI_LDM } from '../support/bundled_model.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, graphOf, loadModel, makeTensor, type ModelProto } from '../../src/autodiff/index.js';
 import { StableDiffusionBundle } from '../../src/models/bundle.js';
@@ -763,16 +764,14 @@ describe('benchmark measures', () => {
   });
 });
 
-const EMOJI_LDM = join(import.meta.dirname, '..', '..', 'models', 'emoji-ldm');
-const haveEmojiLdm = existsSync(join(EMOJI_LDM, 'model_index.json'));
+const emojiLdm = bundledModelStatus();
+const haveEmojiLdm = emojiLdm.usable;
 if (!haveEmojiLdm)
-  console.info(
-    `[drag] skipping the "object moves toward its target" test: the bundled model is not installed at ${EMOJI_LDM}`,
-  );
+  console.info(`[drag] skipping the "object moves toward its target" test: ${emojiLdm.reason}`);
 
 describe('DragDiffusion on the bundled EmojiWorld model', () => {
   it.skipIf(!haveEmojiLdm)(
-    'moves the object toward the target (needs models/emoji-ldm; skipped when not installed)',
+    'moves the object toward the target (needs a bundled model that draws objects; skipped otherwise)',
     async () => {
       const { applicableScene, renderScene, sampleEdit, splitSeed } =
         await import('../../src/world/index.js');
