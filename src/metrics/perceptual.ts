@@ -52,7 +52,7 @@ export class PerceptualDistance {
     const lastRelu = new Map<string, string>();
     for (const node of nodes) {
       if (node.opType !== 'Relu') continue;
-      const match = /^\/(stem|body\/body\.\d+)\//.exec(node.name ?? '');
+      const match = /\/(stem|body\/body\.\d+)\//.exec(node.name ?? '');
       if (match) lastRelu.set(match[1], node.output![0]);
     }
     const layers = [...lastRelu.values()];

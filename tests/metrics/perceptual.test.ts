@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../../src/autodiff/index.js';
@@ -51,5 +52,20 @@ describe('LPIPS-style perceptual distance', () => {
     const dLeft = await metric.distance(image, changed, left);
     const dRight = await metric.distance(image, changed, right);
     expect(dRight).toBeGreaterThan(3 * dLeft);
+  });
+});
+
+const JUDGE = join(import.meta.dirname, '..', '..', 'models', 'emoji-judge');
+describe('the bundled judge as the feature network', () => {
+  it.skipIf(!existsSync(join(JUDGE, 'model.onnx')))('uses its stem and every residual stage', async () => {
+    const judgeMetric = await PerceptualDistance.fromJudge(JUDGE);
+    try {
+      expect(judgeMetric.layers).toHaveLength(5);
+      const a = NDArray.full([1, 3, 128, 128], 0.5);
+      expect(await judgeMetric.distance(a, a)).toBe(0);
+      expect(await judgeMetric.distance(a, a.map((v, i) => v + 0.3 * Math.sin(i / 7)))).toBeGreaterThan(0);
+    } finally {
+      await judgeMetric.release();
+    }
   });
 });
