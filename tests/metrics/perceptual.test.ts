@@ -63,7 +63,12 @@ describe('the bundled judge as the feature network', () => {
       expect(judgeMetric.layers).toHaveLength(5);
       const a = NDArray.full([1, 3, 128, 128], 0.5);
       expect(await judgeMetric.distance(a, a)).toBe(0);
-      expect(await judgeMetric.distance(a, a.map((v, i) => v + 0.3 * Math.sin(i / 7)))).toBeGreaterThan(0);
+      expect(
+        await judgeMetric.distance(
+          a,
+          a.map((v, i) => v + 0.3 * Math.sin(i / 7)),
+        ),
+      ).toBeGreaterThan(0);
     } finally {
       await judgeMetric.release();
     }
