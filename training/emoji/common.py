@@ -27,8 +27,7 @@ for _p in (os.path.join(ROOT, "training", "reference"), os.path.join(ROOT, "trai
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-DIFFUSERS_VERSION = "0.29.2"
-TRANSFORMERS_VERSION = "4.41.2"
+from hf_configs import DIFFUSERS_VERSION, TRANSFORMERS_VERSION  # noqa: E402,F401  (re-exported)
 
 _T0 = time.time()
 _LOG_FILE: Optional[str] = None

@@ -46,6 +46,7 @@ from torch import nn
 
 from common import DIFFUSERS_VERSION, ROOT, TRANSFORMERS_VERSION, log, write_json
 import models as M  # training/reference/models.py
+import hf_configs as hf  # training/common/hf_configs.py
 
 OPSET = 17
 FEATURE_NAME = "up_block_{}_output"
@@ -184,61 +185,16 @@ class UNetWithFeatures(nn.Module):
 
 
 def text_encoder_config(te: M.CLIPTextModel, tok_vocab: Dict[str, int], name: str) -> dict:
-    c = te.config
-    return {
-        "_name_or_path": name,
-        "architectures": ["CLIPTextModel"],
-        "attention_dropout": 0.0,
-        "bos_token_id": tok_vocab["<|startoftext|>"],
-        "dropout": 0.0,
-        "eos_token_id": tok_vocab["<|endoftext|>"],
-        "hidden_act": c["hidden_act"],
-        "hidden_size": c["hidden_size"],
-        "initializer_factor": 1.0,
-        "initializer_range": 0.02,
-        "intermediate_size": c["intermediate_size"],
-        "layer_norm_eps": c["layer_norm_eps"],
-        "max_position_embeddings": c["max_position_embeddings"],
-        "model_type": "clip_text_model",
-        "num_attention_heads": c["num_attention_heads"],
-        "num_hidden_layers": c["num_hidden_layers"],
-        "pad_token_id": tok_vocab["<|endoftext|>"],
-        "projection_dim": c["hidden_size"],
-        "torch_dtype": "float32",
-        "transformers_version": TRANSFORMERS_VERSION,
-        "vocab_size": c["vocab_size"],
-        "editkit_weight_storage": "float16",
-    }
+    eos = tok_vocab["<|endoftext|>"]
+    return {**hf.clip_text_config(te, name, tok_vocab["<|startoftext|>"], eos, eos),
+            "editkit_weight_storage": "float16"}
 
 
 def unet_config(unet: M.UNet2DConditionModel) -> dict:
-    c = unet.config
-    rev = list(c["block_out_channels"])[::-1]
+    rev = list(unet.config["block_out_channels"])[::-1]
     n = len(rev)
     return {
-        "_class_name": "UNet2DConditionModel",
-        "_diffusers_version": DIFFUSERS_VERSION,
-        "act_fn": "silu",
-        "attention_head_dim": c["attention_head_dim"],
-        "block_out_channels": c["block_out_channels"],
-        "center_input_sample": False,
-        "cross_attention_dim": c["cross_attention_dim"],
-        "down_block_types": c["down_block_types"],
-        "downsample_padding": 1,
-        "dual_cross_attention": False,
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": c["in_channels"],
-        "layers_per_block": c["layers_per_block"],
-        "mid_block_scale_factor": 1,
-        "mid_block_type": c["mid_block_type"],
-        "norm_eps": 1e-05,
-        "norm_num_groups": c["norm_num_groups"],
-        "out_channels": c["out_channels"],
-        "sample_size": c["sample_size"],
-        "up_block_types": c["up_block_types"],
-        "upcast_attention": False,
-        "use_linear_projection": c["use_linear_projection"],
+        **hf.unet_config(unet),
         "torch_dtype": "float32",
         "editkit_weight_storage": "float16",
         # DragDiffusion features: ONNX tensor names of the up blocks' outputs, lowest resolution first
@@ -250,8 +206,8 @@ def unet_config(unet: M.UNet2DConditionModel) -> dict:
 
 
 def vae_config(vae: M.AutoencoderKL, scaling: float) -> dict:
-    return {"_class_name": "AutoencoderKL", "_diffusers_version": DIFFUSERS_VERSION, **vae.config,
-            "scaling_factor": round(float(scaling), 5), "force_upcast": False, "editkit_weight_storage": "float16"}
+    return {**hf.vae_config(vae), "scaling_factor": round(float(scaling), 5), "force_upcast": False,
+            "editkit_weight_storage": "float16"}
 
 
 MODEL_INDEX = {
