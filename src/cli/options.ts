@@ -81,6 +81,18 @@ export function addRuntimeOptions(command: Command): Command {
     .option('--json', 'print a machine-readable JSON result on stdout', false);
 }
 
+export interface InputSizeOptions {
+  width?: number;
+  height?: number;
+}
+
+/** --width/--height for commands that take an input image (the resize policy is in src/image/io.ts). */
+export function addInputSizeOptions(command: Command): Command {
+  return command
+    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
+    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192));
+}
+
 export function addSamplingOptions(command: Command, defaults: { steps: number; guidance: number }): Command {
   return addRuntimeOptions(command)
     .option('--seed <n>', 'random seed (default: random, reported)', parseInteger('--seed', 0, 2 ** 32 - 1))

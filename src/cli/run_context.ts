@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import type { ProgressCallback } from '../pipelines/common.js';
 import { createProgress, shouldShowProgress } from './progress.js';
-import { resolveModelDir, type RuntimeOptions } from './options.js';
+import { resolveModelDir, type InputSizeOptions, type RuntimeOptions } from './options.js';
+import { loadImage, type LoadedImage } from '../image/io.js';
 
 /**
  * What every model command does around its pipeline: load the bundle, show progress on a TTY (never with
@@ -41,6 +42,20 @@ export async function withBundle<T>(
     progress.stop();
     await bundle.release();
   }
+}
+
+/** The command's input image, sized by --width/--height and the bundle's size multiple. */
+export function loadInputImage(
+  path: string,
+  bundle: StableDiffusionBundle,
+  size: InputSizeOptions,
+): Promise<LoadedImage> {
+  return loadImage(path, {
+    width: size.width,
+    height: size.height,
+    multiple: bundle.sizeMultiple,
+    label: 'input image',
+  });
 }
 
 export function report(json: boolean, summary: Record<string, unknown>, human: string): void {

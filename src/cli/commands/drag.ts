@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { loadImage, loadMask, saveImage } from '../../image/io.js';
+import { loadMask, saveImage } from '../../image/io.js';
 import { dragDiffusion } from '../../pipelines/drag/drag.js';
 import { saveDragArrows } from '../../pipelines/drag/arrows.js';
 import { saveDragLora } from '../../pipelines/drag/lora.js';
@@ -11,8 +11,9 @@ import {
   parseInteger,
   parseNumber,
   type RuntimeOptions,
+  addInputSizeOptions,
 } from '../options.js';
-import { report, withBundle } from '../run_context.js';
+import { loadInputImage, report, withBundle } from '../run_context.js';
 
 interface DragCliOptions extends RuntimeOptions {
   points: DragPointPairs;
@@ -109,9 +110,8 @@ export function dragCommand(): Command {
       '--seed <n>',
       'random seed for the LoRA training (default: random, reported)',
       parseInteger('--seed', 0, 2 ** 32 - 1),
-    )
-    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
-    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192));
+    );
+  addInputSizeOptions(command);
   addRuntimeOptions(command);
   return command.action(async (imagePath: string, options: DragCliOptions) => {
     checkOutputPath(options.out, [imagePath, options.mask, options.lora]);
@@ -124,12 +124,7 @@ export function dragCommand(): Command {
       options,
       'drag',
       async (bundle, onProgress) => {
-        const input = await loadImage(imagePath, {
-          width: options.width,
-          height: options.height,
-          multiple: bundle.sizeMultiple,
-          label: 'input image',
-        });
+        const input = await loadInputImage(imagePath, bundle, options);
         const mask = options.mask
           ? await loadMask(options.mask, input.width, input.height, { label: 'mask' })
           : undefined;

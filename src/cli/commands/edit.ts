@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { loadImage, loadMask, overlayMask, saveImage, sideBySide } from '../../image/io.js';
+import { loadMask, overlayMask, saveImage, sideBySide } from '../../image/io.js';
 import { diffEdit, type MaskBlend } from '../../pipelines/diffedit.js';
 import {
   addRuntimeOptions,
@@ -7,8 +7,9 @@ import {
   parseInteger,
   parseNumber,
   type RuntimeOptions,
+  addInputSizeOptions,
 } from '../options.js';
-import { report, withBundle } from '../run_context.js';
+import { loadInputImage, report, withBundle } from '../run_context.js';
 
 interface EditCliOptions extends RuntimeOptions {
   to: string;
@@ -93,9 +94,8 @@ export function editCommand(): Command {
       parseEncoding,
       'ddim',
     )
-    .option('--no-mask', 'ablation: encode–decode without a mask')
-    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
-    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192));
+    .option('--no-mask', 'ablation: encode–decode without a mask');
+  addInputSizeOptions(command);
   addRuntimeOptions(command);
   return command.action(async (imagePath: string, options: EditCliOptions) => {
     checkOutputPath(options.out, [imagePath, options.maskIn]);
@@ -106,12 +106,7 @@ export function editCommand(): Command {
       options,
       'edit',
       async (bundle, onProgress) => {
-        const input = await loadImage(imagePath, {
-          width: options.width,
-          height: options.height,
-          multiple: bundle.sizeMultiple,
-          label: 'input image',
-        });
+        const input = await loadInputImage(imagePath, bundle, options);
         const userMask = options.maskIn
           ? await loadMask(options.maskIn, input.width, input.height, { label: 'mask' })
           : undefined;

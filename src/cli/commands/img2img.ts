@@ -1,15 +1,15 @@
 import { Command } from 'commander';
-import { loadImage, saveImage } from '../../image/io.js';
+import { saveImage } from '../../image/io.js';
 import { img2img } from '../../pipelines/img2img.js';
 import { readNpy } from '../../util/npy.js';
 import {
   addSamplingOptions,
   checkOutputPath,
-  parseInteger,
   parseNumber,
   type SamplingOptions,
+  addInputSizeOptions,
 } from '../options.js';
-import { report, withBundle } from '../run_context.js';
+import { loadInputImage, report, withBundle } from '../run_context.js';
 
 interface Img2ImgCliOptions extends SamplingOptions {
   prompt: string;
@@ -27,9 +27,8 @@ export function img2imgCommand(): Command {
     .requiredOption('-p, --prompt <text>', 'what the result should show')
     .requiredOption('-o, --out <file>', 'output image')
     .option('--strength <s>', 'how much to change, in (0, 1]', parseNumber('--strength', 0.001, 1), 0.8)
-    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
-    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192))
     .option('--noise <file.npy>', 'explicit noise [1,C,h,w] float32 used to noise the input latents');
+  addInputSizeOptions(command);
   addSamplingOptions(command, { steps: 50, guidance: 7.5 });
   return command.action(async (imagePath: string, options: Img2ImgCliOptions) => {
     checkOutputPath(options.out, [imagePath]);
@@ -38,12 +37,7 @@ export function img2imgCommand(): Command {
       options,
       'img2img',
       async (bundle, onProgress) => {
-        const input = await loadImage(imagePath, {
-          width: options.width,
-          height: options.height,
-          multiple: bundle.sizeMultiple,
-          label: 'input image',
-        });
+        const input = await loadInputImage(imagePath, bundle, options);
         return img2img(bundle, {
           prompt: options.prompt,
           image: input.tensor,

@@ -1,15 +1,15 @@
 import { Command } from 'commander';
-import { loadImage, loadMask, saveImage } from '../../image/io.js';
+import { loadMask, saveImage } from '../../image/io.js';
 import { inpaint } from '../../pipelines/inpaint.js';
 import { readNpy } from '../../util/npy.js';
 import {
   addSamplingOptions,
   checkOutputPath,
-  parseInteger,
   parseNumber,
   type SamplingOptions,
+  addInputSizeOptions,
 } from '../options.js';
-import { report, withBundle } from '../run_context.js';
+import { loadInputImage, report, withBundle } from '../run_context.js';
 
 interface InpaintCliOptions extends SamplingOptions {
   prompt: string;
@@ -34,9 +34,8 @@ export function inpaintCommand(): Command {
       parseNumber('--strength', 0.001, 1),
       1,
     )
-    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
-    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192))
     .option('--noise <file.npy>', 'explicit noise [1,C,h,w] float32');
+  addInputSizeOptions(command);
   addSamplingOptions(command, { steps: 50, guidance: 7.5 });
   return command.action(async (imagePath: string, options: InpaintCliOptions) => {
     checkOutputPath(options.out, [imagePath, options.mask]);
@@ -45,12 +44,7 @@ export function inpaintCommand(): Command {
       options,
       'inpaint',
       async (bundle, onProgress) => {
-        const input = await loadImage(imagePath, {
-          width: options.width,
-          height: options.height,
-          multiple: bundle.sizeMultiple,
-          label: 'input image',
-        });
+        const input = await loadInputImage(imagePath, bundle, options);
         const mask = await loadMask(options.mask, input.width, input.height, { label: 'mask' });
         return inpaint(bundle, {
           prompt: options.prompt,

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { loadImage, saveImage } from '../../image/io.js';
+import { saveImage } from '../../image/io.js';
 import { NDArray } from '../../runtime/ndarray.js';
 import { ddimInversion } from '../../pipelines/ddim_inversion.js';
 import { writeNpy } from '../../util/npy.js';
@@ -9,8 +9,9 @@ import {
   parseInteger,
   parseNumber,
   type RuntimeOptions,
+  addInputSizeOptions,
 } from '../options.js';
-import { report, withBundle } from '../run_context.js';
+import { loadInputImage, report, withBundle } from '../run_context.js';
 
 interface InvertCliOptions extends RuntimeOptions {
   out: string;
@@ -46,9 +47,8 @@ export function invertCommand(): Command {
       1,
     )
     .option('--reconstruction <file>', 'also decode the inverted latents with DDIM and save the image')
-    .option('--intermediates <file.npy>', 'save every intermediate latent, stacked [k+1, C, h, w]')
-    .option('--width <px>', 'resize the input to this width', parseInteger('--width', 1, 8192))
-    .option('--height <px>', 'resize the input to this height', parseInteger('--height', 1, 8192));
+    .option('--intermediates <file.npy>', 'save every intermediate latent, stacked [k+1, C, h, w]');
+  addInputSizeOptions(command);
   addRuntimeOptions(command);
   return command.action(async (imagePath: string, options: InvertCliOptions) => {
     checkOutputPath(options.out, [imagePath]);
@@ -57,12 +57,7 @@ export function invertCommand(): Command {
       options,
       'invert',
       async (bundle, onProgress) => {
-        const input = await loadImage(imagePath, {
-          width: options.width,
-          height: options.height,
-          multiple: bundle.sizeMultiple,
-          label: 'input image',
-        });
+        const input = await loadInputImage(imagePath, bundle, options);
         return ddimInversion(bundle, {
           image: input.tensor,
           prompt: options.prompt,
