@@ -87,3 +87,4 @@ export {
   type SafetensorsFile,
   type SafeTensor,
 } from './safetensors.js';
+export { sessionFromModel } from './session.js';

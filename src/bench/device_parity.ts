@@ -3,18 +3,15 @@
  * number: text-to-image from fixed latents, DDIM inversion, and a UNet gradient (d loss / d latents). This is
  * the check that the GPU provider gives the same images as the CPU, and the same gradients.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { buildGradient, loadModel, mseLoss, saveModel } from '../autodiff/index.js';
+import { buildGradient, loadModel, mseLoss, sessionFromModel } from '../autodiff/index.js';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import { ddimInversion } from '../pipelines/ddim_inversion.js';
 import { textToImage } from '../pipelines/text_to_image.js';
 import type { ResolvedDevice } from '../runtime/device.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { Generator } from '../runtime/random.js';
-import { ModelSession } from '../runtime/session.js';
 
 export interface DeviceRun {
   device: ResolvedDevice;
@@ -48,39 +45,32 @@ export async function runOnDevice(model: string, device: ResolvedDevice, steps: 
   await bundle.release();
 
   // Gradient of an MSE on the UNet output with respect to the latents, as DragDiffusion's optimisation needs.
-  const scratch = mkdtempSync(join(tmpdir(), 'editkit-parity-'));
-  try {
-    const unetPath = join(model, 'unet', 'model.onnx');
-    const gradient = buildGradient(await loadModel(unetPath), {
-      loss: mseLoss('out_sample'),
-      wrt: ['sample'],
-    });
-    const path = join(scratch, 'grad.onnx');
-    await saveModel(gradient.model, path, { externalDataThreshold: 1024 });
-    const session = await ModelSession.create(path, { device });
-    const g = new Generator(99);
-    const sample = g.randn([2, bundle.unetInChannels, latentSize, latentSize]);
-    const context = g.randn([2, 77, await textEncoderWidth(model)]);
-    t0 = performance.now();
-    const out = await session.run({
-      sample,
-      timestep: NDArray.full([2], 500),
-      encoder_hidden_states: context,
-      out_sample_target: g.randn(sample.shape),
-    });
-    const gradientSeconds = (performance.now() - t0) / 1000;
-    await session.release();
-    return {
-      device,
-      image: t2i.image,
-      latents: t2i.latents,
-      inverted: inversion.latents,
-      gradient: out[gradient.gradients.sample],
-      seconds: { textToImage: textToImageSeconds, inversion: inversionSeconds, gradient: gradientSeconds },
-    };
-  } finally {
-    rmSync(scratch, { recursive: true, force: true });
-  }
+  const unetPath = join(model, 'unet', 'model.onnx');
+  const gradient = buildGradient(await loadModel(unetPath), {
+    loss: mseLoss('out_sample'),
+    wrt: ['sample'],
+  });
+  const session = await sessionFromModel(gradient.model, { device }, 'gradient');
+  const g = new Generator(99);
+  const sample = g.randn([2, bundle.unetInChannels, latentSize, latentSize]);
+  const context = g.randn([2, 77, await textEncoderWidth(model)]);
+  t0 = performance.now();
+  const out = await session.run({
+    sample,
+    timestep: NDArray.full([2], 500),
+    encoder_hidden_states: context,
+    out_sample_target: g.randn(sample.shape),
+  });
+  const gradientSeconds = (performance.now() - t0) / 1000;
+  await session.release();
+  return {
+    device,
+    image: t2i.image,
+    latents: t2i.latents,
+    inverted: inversion.latents,
+    gradient: out[gradient.gradients.sample],
+    seconds: { textToImage: textToImageSeconds, inversion: inversionSeconds, gradient: gradientSeconds },
+  };
 }
 
 async function textEncoderWidth(model: string): Promise<number> {

@@ -172,7 +172,7 @@ async function autodiffMain(argv: string[]): Promise<void> {
   }
   console.log(`suite: autodiff   UNet: ${unetPath}   batch 2 (CFG), loss = MSE(out_sample, target)`);
   console.log(
-    'device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build s',
+    'device   variant  latent  fwd ms    fwd+bwd ms  bwd/fwd  peak RSS MiB  nodes fwd→grad  build+load s',
   );
   for (const device of opts.devices.split(',') as ResolvedDevice[]) {
     if (device === 'webgpu' && !(await probeWebGpu())) {

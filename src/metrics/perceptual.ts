@@ -1,10 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { extractSubgraph, loadModel, saveModel } from '../autodiff/index.js';
+import { extractSubgraph, loadModel, sessionFromModel } from '../autodiff/index.js';
 import type { ResolvedDevice } from '../runtime/device.js';
 import { NDArray } from '../runtime/ndarray.js';
-import { ModelSession } from '../runtime/session.js';
+import type { ModelSession } from '../runtime/session.js';
 import { downsampleAverage, resizeBilinear } from '../pipelines/common.js';
 
 /**
@@ -30,15 +28,8 @@ export class PerceptualDistance {
     options: { device?: ResolvedDevice; inputName?: string; inputSize: number },
   ): Promise<PerceptualDistance> {
     const model = extractSubgraph(await loadModel(path), layers);
-    const scratch = mkdtempSync(join(tmpdir(), 'editkit-perceptual-'));
-    try {
-      const featurePath = join(scratch, 'features.onnx');
-      await saveModel(model, featurePath);
-      const session = await ModelSession.create(featurePath, { device: options.device ?? 'cpu' });
-      return new PerceptualDistance(session, layers, options.inputName ?? 'pixel_values', options.inputSize);
-    } finally {
-      rmSync(scratch, { recursive: true, force: true });
-    }
+    const session = await sessionFromModel(model, { device: options.device ?? 'cpu' }, 'features');
+    return new PerceptualDistance(session, layers, options.inputName ?? 'pixel_values', options.inputSize);
   }
 
   /**

@@ -2,38 +2,11 @@
  * UNet graph variants DragDiffusion runs, made from the bundle's ONNX file: sessions from in-memory models, the
  * float16-storage fold LoRA needs, and the mutual self-attention rewrite of the final denoising.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Graph, GraphBuilder, saveModel, type ModelProto } from '../../autodiff/index.js';
-import type { ResolvedDevice } from '../../runtime/device.js';
-import { ModelSession } from '../../runtime/session.js';
+import { Graph, GraphBuilder, type ModelProto } from '../../autodiff/index.js';
 
-export interface SessionSettings {
-  device: ResolvedDevice;
-  intraOpNumThreads?: number;
-}
-
-/**
- * An ONNX Runtime session for a model built in memory. It goes through a temporary file rather than a buffer so
- * that models over protobuf's 2 GiB limit (SD's UNet with its gradient) work too, with external data; ModelSession
- * then gives the same dtype handling at the boundary as the bundle's own sessions.
- */
-export async function sessionFromModel(
-  model: ModelProto,
-  settings: SessionSettings,
-  label = 'model',
-): Promise<ModelSession> {
-  const dir = await mkdtemp(join(tmpdir(), 'editkit-drag-'));
-  try {
-    const path = join(dir, `${label}.onnx`);
-    await saveModel(model, path);
-    return await ModelSession.create(path, settings);
-  } finally {
-    // ORT has read (or mapped) the files by now; on POSIX a mapped file survives its unlinking.
-    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
-  }
-}
+// Session helpers shared with the rest of EditKit; re-exported for the drag modules that import them from here.
+export { sessionFromModel } from '../../autodiff/session.js';
+export type { SessionOptions as SessionSettings } from '../../runtime/session.js';
 
 // Lives with the LoRA rewrite, which needs it; re-exported for the drag modules that import it from here.
 export { foldInitializerCasts } from '../../autodiff/lora.js';
