@@ -8,21 +8,7 @@ import type { NDArray } from '../runtime/ndarray.js';
 export function psnr(a: NDArray, b: NDArray, region?: NDArray): number {
   if (a.shape.join(',') !== b.shape.join(','))
     throw new Error(`psnr: shapes [${a.shape}] and [${b.shape}] differ`);
-  const [, channels, height, width] = a.shape;
-  const plane = height * width;
-  let sum = 0;
-  let count = 0;
-  for (let c = 0; c < channels; c++) {
-    for (let p = 0; p < plane; p++) {
-      const weight = region ? region.data[p] : 1;
-      if (weight <= 0) continue;
-      const d = a.data[c * plane + p] - b.data[c * plane + p];
-      sum += weight * d * d;
-      count += weight;
-    }
-  }
-  if (count === 0) return NaN;
-  const mse = sum / count;
+  const mse = regionMean(a, b, region, (d) => d * d);
   return mse === 0 ? Infinity : 10 * Math.log10(1 / mse);
 }
 
@@ -42,6 +28,11 @@ export function maskIoU(a: NDArray, b: NDArray): number {
 
 /** Mean absolute error in [0, 1] units, optionally within a region. */
 export function meanAbsoluteError(a: NDArray, b: NDArray, region?: NDArray): number {
+  return regionMean(a, b, region, Math.abs);
+}
+
+/** Mean of f(a − b) over channels and the pixels `region` ([1, 1, H, W]) weights; NaN for an empty region. */
+function regionMean(a: NDArray, b: NDArray, region: NDArray | undefined, f: (d: number) => number): number {
   const [, channels, height, width] = a.shape;
   const plane = height * width;
   let sum = 0;
@@ -50,7 +41,7 @@ export function meanAbsoluteError(a: NDArray, b: NDArray, region?: NDArray): num
     for (let p = 0; p < plane; p++) {
       const weight = region ? region.data[p] : 1;
       if (weight <= 0) continue;
-      sum += weight * Math.abs(a.data[c * plane + p] - b.data[c * plane + p]);
+      sum += weight * f(a.data[c * plane + p] - b.data[c * plane + p]);
       count += weight;
     }
   }
