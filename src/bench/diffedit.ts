@@ -15,7 +15,15 @@ import { inpaint } from '../pipelines/inpaint.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { rgb8ToTensor, saveImage, sideBySide } from '../image/io.js';
 import { writeFileAtomic } from '../util/files.js';
-import { renderScene, sampleEdit, sampleScene, splitSeeds, type EditResult } from '../world/index.js';
+import {
+  editVocabulary,
+  renderScene,
+  sampleEdit,
+  sampleScene,
+  splitSeeds,
+  type EditResult,
+  type SampleSceneOptions,
+} from '../world/index.js';
 import { savePlot } from './plot.js';
 
 export interface DiffEditBenchOptions {
@@ -28,6 +36,8 @@ export interface DiffEditBenchOptions {
   thresholds: number[];
   /** Examples saved as pictures. */
   examples: number;
+  /** Scene options of the world subset the model knows (default the whole world); the image size is the model's. */
+  scene?: SampleSceneOptions;
   log: (line: string) => void;
 }
 
@@ -84,7 +94,7 @@ export async function benchDiffEdit(
   const started = performance.now();
 
   for (const [index, seed] of seeds.entries()) {
-    const data = await makeCase(seed, size);
+    const data = await makeCase(seed, size, options.scene ?? {});
     const { edit } = data;
     const evaluate = async (entry: MethodScore, image: NDArray, seconds: number, mask?: NDArray) => {
       entry.seconds.push(seconds);
@@ -250,9 +260,9 @@ export async function benchDiffEdit(
   return report;
 }
 
-async function makeCase(seed: number, size: number): Promise<CaseData> {
-  const scene = sampleScene(seed, { width: size, height: size });
-  const edit = await sampleEdit(scene, 'replace', seed);
+async function makeCase(seed: number, size: number, sceneOptions: SampleSceneOptions): Promise<CaseData> {
+  const scene = sampleScene(seed, { ...sceneOptions, width: size, height: size });
+  const edit = await sampleEdit(scene, 'replace', seed, editVocabulary(sceneOptions));
   const [source, target] = await Promise.all([renderScene(edit.source), renderScene(edit.target)]);
   const toTensor = (image: Uint8Array, range: '[-1,1]' | '[0,1]') =>
     rgb8ToTensor({ data: image, width: size, height: size }, range);

@@ -7,16 +7,19 @@
  *    measured, in pixels;
  *  - ground-truth distance: the moved object's sprite (class, style, colour and size of the target scene) located in
  *    the result by alpha-weighted template matching; the distance from its centre to the true centre;
- *  - Image Fidelity: 1 − mean |result − input| outside the edit's changed-region mask, in [0, 1] pixel units (a
- *    placeholder for DragBench's 1 − LPIPS: no perceptual network is available here), and the PSNR there;
+ *  - Image Fidelity (DragBench): 1 − LPIPS-style distance between the input and the result, whole image, on the
+ *    judge's features (metrics/perceptual.ts; no pretrained VGG/AlexNet can be downloaded here); also
+ *    1 − mean |result − input| outside the edit's changed-region mask, in [0, 1] pixel units, and the PSNR there;
  *  - distance to the ground-truth moved scene: PSNR and mean absolute error to the target render;
  *  - time and sampled peak RSS per stage.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import { rgb8ToTensor } from '../image/io.js';
 import { meanAbsoluteError, psnr } from '../metrics/image.js';
+import { PerceptualDistance } from '../metrics/perceptual.js';
 import { StableDiffusionBundle } from '../models/bundle.js';
 import { DiftFeaturizer, matchPoints } from '../pipelines/drag/dift.js';
 import {
@@ -31,11 +34,14 @@ import { parseDevice } from '../runtime/device.js';
 import { writeFileAtomic } from '../util/files.js';
 import {
   applicableScene,
+  editVocabulary,
   getSprite,
   placement,
   renderScene,
+  resolveWorldSubset,
   sampleEdit,
   splitSeeds,
+  type SampleSceneOptions,
   type Scene,
   type SceneObject,
 } from '../world/index.js';
@@ -58,6 +64,10 @@ export interface DragBenchOptions {
   diftBlock?: number;
   /** Example pictures (input | result | target with arrows) to save. */
   examples: number;
+  /** Scene options of the world subset the model knows (default the whole world); the image size is `size`. */
+  scene?: SampleSceneOptions;
+  /** The LPIPS-style distance for Image Fidelity (without it, IF is not measured). */
+  perceptual?: PerceptualDistance;
   out: string;
   threads?: number;
   log: (line: string) => void;
@@ -76,7 +86,10 @@ export interface DragCaseScore {
 export interface DragMetrics {
   meanDistance: number;
   gtDistance: number;
+  /** DragBench's IF: 1 − LPIPS-style distance to the input, whole image (NaN without a perceptual network). */
   imageFidelity: number;
+  /** 1 − mean absolute error to the input outside the changed-region mask. */
+  maeFidelity: number;
   backgroundPsnr: number;
   targetPsnr: number;
   targetMae: number;
@@ -116,7 +129,13 @@ export async function benchDrag(
   try {
     for (const [index, seed] of seeds.entries()) {
       const task = options.tasks[index % options.tasks.length];
-      const edit = await sampleEdit(applicableScene(seed, task, { width: size, height: size }), task, seed);
+      const sceneOptions = { ...options.scene, width: size, height: size };
+      const edit = await sampleEdit(
+        applicableScene(seed, task, sceneOptions),
+        task,
+        seed,
+        editVocabulary(sceneOptions),
+      );
       const drag = edit.drag;
       if (!drag || drag.handles.length === 0) {
         options.log(`case ${index + 1}: no drag points (${edit.instruction}); skipped`);
@@ -153,7 +172,8 @@ export async function benchDrag(
         return {
           meanDistance: mean(matched.distances),
           gtDistance: located.distance,
-          imageFidelity: 1 - meanAbsoluteError(image01, input01, outside),
+          imageFidelity: options.perceptual ? 1 - (await options.perceptual.distance(image01, input01)) : NaN,
+          maeFidelity: 1 - meanAbsoluteError(image01, input01, outside),
           backgroundPsnr: psnr(image01, input01, outside),
           targetPsnr: psnr(image01, target01),
           targetMae: meanAbsoluteError(image01, target01),
@@ -199,6 +219,7 @@ export async function benchDrag(
     meanDistance: mean(perCase.map((c) => pick(c).meanDistance)),
     gtDistance: mean(perCase.map((c) => pick(c).gtDistance)),
     imageFidelity: mean(perCase.map((c) => pick(c).imageFidelity)),
+    maeFidelity: mean(perCase.map((c) => pick(c).maeFidelity)),
     backgroundPsnr: mean(perCase.map((c) => pick(c).backgroundPsnr).filter(Number.isFinite)),
     targetPsnr: mean(perCase.map((c) => pick(c).targetPsnr).filter(Number.isFinite)),
     targetMae: mean(perCase.map((c) => pick(c).targetMae)),
@@ -255,17 +276,17 @@ function markdown(r: DragBenchReport): string {
     `DragDiffusion benchmark: ${r.cases} held-out EmojiWorld ${String((r.settings.tasks as string[]).join('/'))} edits, ${r.imageSize}px, ` +
       `model ${r.model} (${r.device})`,
     '',
-    '| method | Mean Distance (DIFT) px ↓ | GT distance (template) px ↓ | IF = 1 − MAE outside mask ↑ | PSNR outside mask dB ↑ | PSNR to GT scene dB ↑ | MAE to GT scene ↓ |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| method | Mean Distance (DIFT) px ↓ | GT distance (template) px ↓ | IF = 1 − LPIPS-style ↑ | 1 − MAE outside mask ↑ | PSNR outside mask dB ↑ | PSNR to GT scene dB ↑ | MAE to GT scene ↓ |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...r.rows.map(
       (row) =>
-        `| ${row.method} | ${f(row.metrics.meanDistance)} | ${f(row.metrics.gtDistance)} | ${f(row.metrics.imageFidelity, 4)} | ${f(row.metrics.backgroundPsnr)} | ${f(row.metrics.targetPsnr)} | ${f(row.metrics.targetMae, 4)} |`,
+        `| ${row.method} | ${f(row.metrics.meanDistance)} | ${f(row.metrics.gtDistance)} | ${f(row.metrics.imageFidelity, 4)} | ${f(row.metrics.maeFidelity, 4)} | ${f(row.metrics.backgroundPsnr)} | ${f(row.metrics.targetPsnr)} | ${f(row.metrics.targetMae, 4)} |`,
     ),
     '',
     `Reduction vs the undragged input: Mean Distance ${f(100 * r.reduction.meanDistance, 1)} %, GT distance ${f(100 * r.reduction.gtDistance, 1)} %. ` +
       `Handles reached their targets in ${f(100 * r.reachedFraction, 0)} % of the cases; ${f(r.meanIterations, 1)} iterations on average.`,
     '',
-    "IF here is a placeholder for DragBench's 1 − LPIPS (no perceptual network available): 1 − mean absolute error in [0, 1] pixel units, outside the changed-region mask.",
+    "IF is DragBench's Image Fidelity, 1 − LPIPS between input and result over the whole image, with the LPIPS-style distance on the EmojiWorld judge's features (no pretrained VGG/AlexNet here); '–' when no judge was found.",
     '',
     '| stage | s/edit | peak RSS MiB |',
     '| --- | --- | --- |',
@@ -358,6 +379,11 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
     .option('--seed <n>', 'offset into the held-out seeds', '0')
     .option('--tasks <list>', 'move,resize', 'move,resize')
     .option('--size <px>', "image size (default: the model's)")
+    .option('--subset <name>', 'EmojiWorld subset of the scenes (default: the one the model was trained on)')
+    .option(
+      '--judge <dir>',
+      'judge model for the LPIPS-style Image Fidelity (default: emoji-judge next to the model)',
+    )
     .option('--lora-steps <n>', 'LoRA fine-tuning steps', '80')
     .option('--drag-steps <n>', 'latent optimisation iterations', '80')
     .option('--steps <n>', 'DDIM steps over the whole schedule', '50')
@@ -374,10 +400,18 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
     .map((t) => t.trim())
     .filter((t): t is DragBenchTask => t === 'move' || t === 'resize');
   if (tasks.length === 0) throw new Error('--tasks: give move and/or resize');
-  const bundle = await StableDiffusionBundle.load(typeof o.model === 'string' ? o.model : defaultModel, {
+  const modelDir = typeof o.model === 'string' ? o.model : defaultModel;
+  const subset = resolveWorldSubset(typeof o.subset === 'string' ? o.subset : undefined, modelDir);
+  const bundle = await StableDiffusionBundle.load(modelDir, {
     device: parseDevice(String(o.device)),
     intraOpNumThreads: int('threads'),
   });
+  const judgeDir = typeof o.judge === 'string' ? o.judge : join(modelDir, '..', 'emoji-judge');
+  const perceptual = existsSync(join(judgeDir, 'model.onnx'))
+    ? await PerceptualDistance.fromJudge(judgeDir, bundle.device)
+    : undefined;
+  if (!perceptual)
+    process.stderr.write(`no judge at ${judgeDir}: Image Fidelity (1 − LPIPS) is not measured\n`);
   try {
     const report = await benchDrag(bundle, {
       cases: int('cases')!,
@@ -390,6 +424,8 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
       diftEnsemble: int('diftEnsemble'),
       diftBlock: int('diftBlock'),
       examples: int('examples')!,
+      scene: subset.scene,
+      perceptual,
       out: String(o.out),
       threads: int('threads'),
       log: (line) => process.stderr.write(`${line}\n`),
@@ -399,5 +435,6 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
     return report;
   } finally {
     await bundle.release();
+    await perceptual?.release();
   }
 }

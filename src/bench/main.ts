@@ -19,6 +19,7 @@ import { relativeDifference, runOnDevice } from './device_parity.js';
 import { dragBenchMain } from './drag.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
+import { resolveWorldSubset } from '../world/subsets.js';
 
 const FIXTURE_MODEL = join(
   fileURLToPath(new URL('.', import.meta.url)),
@@ -85,6 +86,7 @@ async function diffEditMain(argv: string[]): Promise<void> {
     .option('--steps <n>', 'DDIM steps', '50')
     .option('--seed <n>', 'offset into the held-out seeds', '0')
     .option('--examples <n>', 'example pictures to save', '8')
+    .option('--subset <name>', 'EmojiWorld subset of the scenes (default: the one the model was trained on)')
     .option('--out <dir>', 'where results.{md,json} and the plots go', 'bench-results/diffedit');
   program.parse(argv, { from: 'user' });
   const opts = program.opts<{
@@ -95,9 +97,11 @@ async function diffEditMain(argv: string[]): Promise<void> {
     steps: string;
     seed: string;
     examples: string;
+    subset?: string;
     out: string;
   }>();
   const model = opts.model ?? defaultModel();
+  const subset = resolveWorldSubset(opts.subset, model);
   const bundle = await StableDiffusionBundle.load(model, { device: parseDevice(opts.device) });
   const judgeDir = opts.judge ?? join(bundledModelDir(), '..', 'emoji-judge');
   const judge = existsSync(join(judgeDir, 'model.onnx'))
@@ -112,6 +116,7 @@ async function diffEditMain(argv: string[]): Promise<void> {
     seed: Number(opts.seed),
     out: opts.out,
     examples: Number(opts.examples),
+    scene: subset.scene,
     rSweep: [0.5, 0.6, 0.7, 0.8, 0.9],
     strengthSweep: [0.3, 0.5, 0.7, 0.9],
     thresholds: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],

@@ -17,6 +17,7 @@ import {
   EDIT_TASKS,
   planEdit,
   sampleEdit,
+  type EditVocabulary,
   type DragPoints,
   type EditTask,
 } from './edits.js';
@@ -138,7 +139,7 @@ async function editRecord(options: BatchOptions, index: number, seed: number): P
   const task = new Rng('batch-task', seed).pick(tasks);
   const scene = applicableScene(seed, task, options.scene);
   const editSeed = hashSeed('batch-edit', seed);
-  const edit = await sampleEdit(scene, task, editSeed);
+  const edit = await sampleEdit(scene, task, editSeed, editVocabulary(options.scene));
   const [source, target] = await Promise.all([renderScene(edit.source), renderScene(edit.target)]);
   const { width, height } = scene;
   const payload = [source.image, target.image, edit.mask, source.union, target.union];
@@ -192,8 +193,13 @@ export function applicableScene(seed: number, task: EditTask, options: SampleSce
     narrowed.minObjects = Math.max(1, options.minObjects ?? 1);
   const second = sampleScene(seed, narrowed);
   // planEdit throws a UserError naming the reason if even the narrowed scene does not fit.
-  planEdit(second, task, 0);
+  planEdit(second, task, 0, editVocabulary(options));
   return second;
+}
+
+/** What an edit of a scene sampled with `options` may introduce: the same classes and backgrounds. */
+export function editVocabulary(options: SampleSceneOptions = {}): EditVocabulary {
+  return { classes: options.classes, backgrounds: options.backgrounds };
 }
 
 function array(name: string, shape: number[]): BatchArray {

@@ -132,7 +132,21 @@ function indices(scene: Scene, keep: (o: SceneObject) => boolean): number[] {
  * Decide an edit: the target scene, instruction and captions. Pure and synchronous; a UserError says why a
  * task does not apply to this scene. `task: 'random'` picks one of {@link applicableTasks}.
  */
-export function planEdit(scene: Scene, task: EditTask | 'random', seed: number): EditPlan {
+/**
+ * The classes and backgrounds an edit may introduce (a replacement, an added object, a new background); default
+ * the whole world. A world subset passes its own, so edits stay within what a model trained on it knows.
+ */
+export interface EditVocabulary {
+  classes?: readonly string[];
+  backgrounds?: readonly string[];
+}
+
+export function planEdit(
+  scene: Scene,
+  task: EditTask | 'random',
+  seed: number,
+  vocabulary: EditVocabulary = {},
+): EditPlan {
   const source = normaliseScene(scene);
   const rng = new Rng('edit', task, seed, source.seed);
   let chosen: EditTask;
@@ -148,7 +162,11 @@ export function planEdit(scene: Scene, task: EditTask | 'random', seed: number):
   const reason = whyNot(source, chosen);
   if (reason !== undefined)
     throw new UserError(`edit task '${chosen}' does not apply to this scene: ${reason}`);
-  const { target, instruction, changed } = PLANNERS[chosen](source, rng);
+  const vocab = {
+    classes: vocabulary.classes ?? CLASS_NAMES,
+    backgrounds: vocabulary.backgrounds ?? BACKGROUND_NAMES,
+  };
+  const { target, instruction, changed } = PLANNERS[chosen](source, rng, vocab);
   const normalised = normaliseScene(target);
   return {
     task: chosen,
@@ -163,8 +181,13 @@ export function planEdit(scene: Scene, task: EditTask | 'random', seed: number):
 }
 
 /** Plan an edit and compute its changed-region mask and drag points. */
-export async function sampleEdit(scene: Scene, task: EditTask | 'random', seed: number): Promise<EditResult> {
-  const plan = planEdit(scene, task, seed);
+export async function sampleEdit(
+  scene: Scene,
+  task: EditTask | 'random',
+  seed: number,
+  vocabulary: EditVocabulary = {},
+): Promise<EditResult> {
+  const plan = planEdit(scene, task, seed, vocabulary);
   const { width, height } = plan.source;
   const dilation = maskDilation(width, height);
   const region = new Uint8Array(width * height);
@@ -188,16 +211,19 @@ export async function sampleEdit(scene: Scene, task: EditTask | 'random', seed: 
 type Planner = (
   scene: Scene,
   rng: Rng,
+  vocab: Required<EditVocabulary>,
 ) => { target: Scene; instruction: string; changed: EditPlan['changed'] };
 
 const PLANNERS: Readonly<Record<EditTask, Planner>> = {
-  replace(scene, rng) {
+  replace(scene, rng, vocab) {
     const i = rng.int(0, scene.objects.length - 1);
     const old = scene.objects[i];
     const category = getClass(old.class).category;
-    const sameCategory = CLASS_NAMES.filter((c) => c !== old.class && getClass(c).category === category);
+    const sameCategory = vocab.classes.filter((c) => c !== old.class && getClass(c).category === category);
     const pool =
-      sameCategory.length > 0 && rng.chance(0.5) ? sameCategory : CLASS_NAMES.filter((c) => c !== old.class);
+      sameCategory.length > 0 && rng.chance(0.5)
+        ? sameCategory
+        : vocab.classes.filter((c) => c !== old.class);
     const name = rng.pick(pool);
     const style: Style = getClass(name).styles.includes(old.style) ? old.style : 'flat';
     const objects = scene.objects.map((o, k) =>
@@ -222,8 +248,8 @@ const PLANNERS: Readonly<Record<EditTask, Planner>> = {
     return { target, instruction, changed: { source: [i], target: [i] } };
   },
 
-  add(scene, rng) {
-    const name = rng.pick(CLASS_NAMES);
+  add(scene, rng, vocab) {
+    const name = rng.pick(vocab.classes);
     const c = getClass(name);
     const style: Style = c.styles.includes('colour') && rng.chance(0.3) ? 'colour' : 'flat';
     const colours = classColours(name);
@@ -257,11 +283,12 @@ const PLANNERS: Readonly<Record<EditTask, Planner>> = {
     return { target, instruction, changed: { source: [i], target: [] } };
   },
 
-  background(scene, rng) {
-    const others = BACKGROUND_NAMES.filter((b) => b !== scene.background.name);
+  background(scene, rng, vocab) {
+    const others = vocab.backgrounds.filter((b) => b !== scene.background.name);
     const textures = others.filter((b) => getBackground(b).kind === 'texture');
     const plains = others.filter((b) => getBackground(b).kind === 'plain');
-    const name = rng.pick(rng.chance(0.7) ? textures : plains);
+    const useTextures = rng.chance(0.7);
+    const name = rng.pick((useTextures && textures.length > 0) || plains.length === 0 ? textures : plains);
     const info = getBackground(name);
     const target = { ...scene, background: { name, seed: scene.background.seed } };
     const templates = ['change the background to {noun}', 'replace the background with {noun}'];

@@ -72,6 +72,7 @@ export {
   type EditPlan,
   type EditResult,
   type EditTask,
+  type EditVocabulary,
   type Point,
 } from './edits.js';
 export { SPLITS, SPLIT_RANGES, splitOfSeed, splitSeed, splitSeeds, type Split } from './splits.js';
@@ -80,6 +81,7 @@ export {
   BATCH_VERSION,
   applicableScene,
   batchRecords,
+  editVocabulary,
   encodeRecord,
   streamHeader,
   writeBatch,
@@ -91,3 +93,11 @@ export {
   type SceneRecordHeader,
 } from './batch.js';
 export { Rng, hashSeed } from './prng.js';
+export {
+  WORLD_SUBSETS,
+  WORLD_SUBSET_NAMES,
+  findWorldSubset,
+  modelWorldSubset,
+  resolveWorldSubset,
+  type WorldSubset,
+} from './subsets.js';

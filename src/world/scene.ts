@@ -269,6 +269,8 @@ export interface SampleSceneOptions {
   repeatClassProbability?: number;
   /** Largest allowed share of the smaller object's box covered by another (default 0.12). */
   maxOverlap?: number;
+  /** Sprite-side range per object count, as fractions of the image side (default: SCALE_RANGES). */
+  scaleRanges?: Readonly<Record<number, readonly [number, number]>>;
 }
 
 /** Scale range by object count: fewer objects are drawn larger. */
@@ -330,7 +332,7 @@ export function sampleScene(seed: number, options: SampleSceneOptions = {}): Sce
     const style: Style = c.styles.includes('colour') && rng.chance(pStyle) ? 'colour' : 'flat';
     const colours = classColours(name);
     const colour = colours.length > 1 && rng.chance(pColour) ? rng.pick(colours.slice(1)) : undefined;
-    const [lo, hi] = SCALE_RANGES[count];
+    const [lo, hi] = options.scaleRanges?.[count] ?? SCALE_RANGES[count];
     const spot = findSpot(rng, objects, rng.range(lo, hi), maxOverlap);
     const object: SceneObject = {
       class: name,

@@ -7,7 +7,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bundledModelStatus, EMOJI_LDM } from '../support/bundled_model.js';
+import { bundledWorldSubset, EMOJI_LDM } from '../support/bundled_model.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DataType, graphOf, loadModel, makeTensor, type ModelProto } from '../../src/autodiff/index.js';
 import { StableDiffusionBundle } from '../../src/models/bundle.js';
@@ -764,54 +764,51 @@ describe('benchmark measures', () => {
   });
 });
 
-const emojiLdm = bundledModelStatus();
-const haveEmojiLdm = emojiLdm.usable;
-if (!haveEmojiLdm)
-  console.info(`[drag] skipping the "object moves toward its target" test: ${emojiLdm.reason}`);
-
 describe('DragDiffusion on the bundled EmojiWorld model', () => {
-  it.skipIf(!haveEmojiLdm)(
-    'moves the object toward the target (needs a bundled model that draws objects; skipped otherwise)',
-    async () => {
-      const { applicableScene, renderScene, sampleEdit, splitSeed } =
-        await import('../../src/world/index.js');
-      const { rgb8ToTensor } = await import('../../src/image/io.js');
-      const { locateSprite } = await import('../../src/bench/drag.js');
-      const emoji = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
-      try {
-        const seed = splitSeed('heldout', 0);
-        const edit = await sampleEdit(applicableScene(seed, 'move'), 'move', seed);
-        const source = await renderScene(edit.source);
-        const input = rgb8ToTensor({ data: source.image, width: edit.width, height: edit.height }, '[-1,1]');
-        const mask = new NDArray(
-          Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
-          [1, 1, edit.height, edit.width],
-        );
-        // 40 LoRA steps instead of 80 keep the CPU run to a few minutes; everything else is the official default.
-        const result = await dragDiffusion(emoji, {
-          image: input,
-          handles: edit.drag!.handles,
-          targets: edit.drag!.targets,
-          mask,
-          prompt: edit.sourceCaption,
-          loraSteps: 40,
-          seed: 0,
-        });
-        const object = edit.target.objects[edit.changed.target[0]];
-        const before = await locateSprite(
-          input.map((v) => v / 2 + 0.5),
-          edit.target,
-          object,
-        );
-        const after = await locateSprite(result.image, edit.target, object);
-        console.info(
-          `[drag, emoji-ldm] sprite centre distance to target: input ${before.distance.toFixed(1)} px → result ${after.distance.toFixed(1)} px`,
-        );
-        expect(after.distance).toBeLessThan(before.distance);
-      } finally {
-        await emoji.release();
-      }
-    },
-    600_000,
-  );
+  it('moves the object toward the target', async () => {
+    const { applicableScene, editVocabulary, renderScene, sampleEdit, splitSeed } =
+      await import('../../src/world/index.js');
+    const world = bundledWorldSubset().scene;
+    const { rgb8ToTensor } = await import('../../src/image/io.js');
+    const { locateSprite } = await import('../../src/bench/drag.js');
+    const emoji = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
+    try {
+      const seed = splitSeed('heldout', 0);
+      const edit = await sampleEdit(
+        applicableScene(seed, 'move', world),
+        'move',
+        seed,
+        editVocabulary(world),
+      );
+      const source = await renderScene(edit.source);
+      const input = rgb8ToTensor({ data: source.image, width: edit.width, height: edit.height }, '[-1,1]');
+      const mask = new NDArray(
+        Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+        [1, 1, edit.height, edit.width],
+      );
+      // 40 LoRA steps instead of 80 keep the CPU run to a few minutes; everything else is the official default.
+      const result = await dragDiffusion(emoji, {
+        image: input,
+        handles: edit.drag!.handles,
+        targets: edit.drag!.targets,
+        mask,
+        prompt: edit.sourceCaption,
+        loraSteps: 40,
+        seed: 0,
+      });
+      const object = edit.target.objects[edit.changed.target[0]];
+      const before = await locateSprite(
+        input.map((v) => v / 2 + 0.5),
+        edit.target,
+        object,
+      );
+      const after = await locateSprite(result.image, edit.target, object);
+      console.info(
+        `[drag, emoji-ldm] sprite centre distance to target: input ${before.distance.toFixed(1)} px → result ${after.distance.toFixed(1)} px`,
+      );
+      expect(after.distance).toBeLessThan(before.distance);
+    } finally {
+      await emoji.release();
+    }
+  }, 600_000);
 });

@@ -103,6 +103,86 @@ describe('editkit world', () => {
     });
   });
 
+  it('samples, edits and batches within a named world subset', async () => {
+    const { WORLD_SUBSETS } = await import('../../src/world/subsets.js');
+    const core = WORLD_SUBSETS.core.scene;
+    await run('sample', '-n', '12', '--split', 'heldout', '--subset', 'core', '--out', join(dir, 's'));
+    const files = (await readdir(join(dir, 's'))).filter((f) => f.startsWith('scene-')).sort();
+    expect(files).toHaveLength(12);
+    for (const file of files) {
+      const scene = parseScene(JSON.parse(await readFile(join(dir, 's', file), 'utf8')));
+      expect([scene.width, scene.height]).toEqual([64, 64]);
+      expect(scene.objects.length).toBeGreaterThanOrEqual(1);
+      expect(scene.objects.length).toBeLessThanOrEqual(2);
+      for (const o of scene.objects) {
+        expect(core.classes).toContain(o.class);
+        expect(o.colour).toBeUndefined();
+      }
+      expect(core.backgrounds).toContain(scene.background.name);
+    }
+    // Explicit flags override the subset's defaults.
+    await run(
+      'sample',
+      '-n',
+      '1',
+      '--subset',
+      'core',
+      '--size',
+      '96',
+      '--max-objects',
+      '1',
+      '--out',
+      join(dir, 't'),
+    );
+    const one = (await readdir(join(dir, 't'))).find((f) => f.startsWith('scene-')) as string;
+    const t = parseScene(JSON.parse(await readFile(join(dir, 't', one), 'utf8')));
+    expect([t.width, t.objects.length]).toEqual([96, 1]);
+
+    // A replacement and a new background stay within the subset's vocabulary.
+    for (let seed = 0; seed < 8; seed++) {
+      const out = join(dir, `e${seed}`);
+      await run(
+        'edit',
+        join(dir, 's', files[seed]),
+        '--task',
+        'replace',
+        '--seed',
+        String(seed),
+        '--subset',
+        'core',
+        '--out',
+        out,
+      );
+      const edit = JSON.parse(await readFile(join(out, 'edit.json'), 'utf8')) as { target: unknown };
+      for (const o of parseScene(edit.target).objects) expect(core.classes).toContain(o.class);
+      await run(
+        'edit',
+        join(dir, 's', files[seed]),
+        '--task',
+        'background',
+        '--seed',
+        String(seed),
+        '--subset',
+        'core',
+        '--out',
+        out,
+      );
+      const bg = JSON.parse(await readFile(join(out, 'edit.json'), 'utf8')) as { target: unknown };
+      expect(core.backgrounds).toContain(parseScene(bg.target).background.name);
+    }
+
+    await run('batch', '-n', '2', '--subset', 'core', '--no-object-masks', '--out', join(dir, 'b.bin'));
+    const bytes = await readFile(join(dir, 'b.bin'));
+    const lines = bytes.toString('latin1').split('\n');
+    const record = JSON.parse(lines[1]) as { width: number; facts: { classes: string[] } };
+    expect(record.width).toBe(64);
+    for (const c of record.facts.classes) expect(core.classes).toContain(c);
+
+    await expect(run('sample', '-n', '1', '--subset', 'tiny', '--out', join(dir, 'u'))).rejects.toThrow(
+      /--subset: unknown subset 'tiny'; use core, full/,
+    );
+  });
+
   it('writes a batch file', async () => {
     await run(
       'batch',

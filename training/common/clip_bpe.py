@@ -269,7 +269,8 @@ def _added_token(content: str, normalized: bool, special: bool = True) -> dict:
     }
 
 
-def save(dirpath: str, vocab: Dict[str, int], merges: List[str], pad_token: str = EOS_TOKEN) -> None:
+def save(dirpath: str, vocab: Dict[str, int], merges: List[str], pad_token: str = EOS_TOKEN,
+         model_max_length: int = MODEL_MAX_LENGTH) -> None:
     """Write vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json into `dirpath`.
 
     The JSON layout follows transformers >= 4.34's save_pretrained for CLIPTokenizer: tokenizer_config.json carries
@@ -278,6 +279,7 @@ def save(dirpath: str, vocab: Dict[str, int], merges: List[str], pad_token: str 
     given as a plain string is registered with normalized=False, as transformers does.
 
     pad_token: "<|endoftext|>" as in SD 1.x, or "!" (id 0) as in SD 2.x.
+    model_max_length: the padded sequence length (77 in SD; a model trained on short captions may declare less).
     """
     if pad_token not in vocab:
         raise ValueError(f"pad_token {pad_token!r} is not in the vocabulary")
@@ -305,7 +307,7 @@ def save(dirpath: str, vocab: Dict[str, int], merges: List[str], pad_token: str 
         "do_lower_case": True,
         "eos_token": EOS_TOKEN,
         "errors": "replace",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": model_max_length,
         "pad_token": pad_token,
         "tokenizer_class": "CLIPTokenizer",
         "unk_token": EOS_TOKEN,

@@ -97,7 +97,7 @@ class SmallCLIP(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision = ImageEncoder(tuple(cfg["image_widths"]), cfg.get("image_blocks", 1), cfg["projection_dim"])
-        self.text = TextTower(build_text_encoder(vocab_size, cfg["text"]), cfg["projection_dim"])
+        self.text = TextTower(build_text_encoder(vocab_size, cfg["text"], cfg.get("max_length", 77)), cfg["projection_dim"])
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 

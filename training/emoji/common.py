@@ -116,11 +116,11 @@ class Budget:
     run is reproducible step for step.
     """
 
-    def __init__(self, steps: int, seconds: float):
+    def __init__(self, steps: int, seconds: float, done_steps: int = 0, done_seconds: float = 0.0):
         self.steps = max(1, int(steps))
         self.seconds = max(1e-3, float(seconds))
-        self.start = time.time()
-        self.step = 0
+        self.start = time.time() - done_seconds  # a resumed stage continues its own clock
+        self.step = done_steps
 
     @property
     def elapsed(self) -> float:
@@ -135,6 +135,44 @@ class Budget:
 
     def tick(self) -> None:
         self.step += 1
+
+
+class StageCheckpoint:
+    """Periodic checkpoints inside a training stage, so that an interrupted run (`--resume`) continues the stage
+    where it stopped instead of starting it again. `state()` returns everything the stage needs to go on (weights,
+    optimiser, EMA, generators, history); the budget's step count, elapsed time and allotment are added here."""
+
+    def __init__(self, path: Optional[str], every_seconds: float = 300.0):
+        self.path = path
+        self.every = every_seconds
+        self.last = time.time()
+
+    def load(self) -> Optional[dict]:
+        if self.path and os.path.exists(self.path):
+            s = torch.load(self.path)
+            log(f"resuming from {self.path}: step {s['budget']['step']}, {s['budget']['elapsed']:.0f}s done")
+            return s
+        return None
+
+    def budget(self, resumed: Optional[dict], steps: int, seconds: float) -> Budget:
+        if resumed is None:
+            return Budget(steps, seconds)
+        b = resumed["budget"]
+        return Budget(b["steps"], b["seconds"], b["step"], b["elapsed"])
+
+    def maybe_save(self, budget: Budget, state, force: bool = False) -> None:
+        if not self.path or (not force and time.time() - self.last < self.every):
+            return
+        s = state()
+        s["budget"] = {"step": budget.step, "elapsed": budget.elapsed, "steps": budget.steps,
+                       "seconds": budget.seconds}
+        torch.save(s, self.path + ".tmp")
+        os.replace(self.path + ".tmp", self.path)
+        self.last = time.time()
+
+    def remove(self) -> None:
+        if self.path and os.path.exists(self.path):
+            os.remove(self.path)
 
 
 def lr_at(progress: float, base: float, warmup: float = 0.03, final: float = 0.1) -> float:

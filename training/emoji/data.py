@@ -42,14 +42,16 @@ DEFAULT_CACHE = os.path.join(tempfile.gettempdir(), "editkit-emojiworld-cache")
 
 
 _LIB_PROGRAM = (
-    "const [root, split, start, count, mode] = process.argv.slice(1);"
+    "const [root, split, start, count, mode, subset] = process.argv.slice(1);"
     "const { writeBatch } = await import(root + '/dist/world/batch.js');"
-    "await writeBatch({ split, start: Number(start), count: Number(count), mode, objectMasks: false },"
+    "const { findWorldSubset } = await import(root + '/dist/world/subsets.js');"
+    "const scene = subset ? findWorldSubset(subset).scene : undefined;"
+    "await writeBatch({ split, start: Number(start), count: Number(count), mode, objectMasks: false, scene },"
     " process.stdout);"
 )
 
 
-def renderer_argv(split: str, start: int, count: int, mode: str = "scene") -> List[str]:
+def renderer_argv(split: str, start: int, count: int, mode: str = "scene", subset: Optional[str] = None) -> List[str]:
     """The command that writes a batch stream (src/world/README.md, "Batch protocol") to stdout.
 
     EDITKIT_WORLD_BATCH selects it: "cli" = `node dist/cli/main.js world batch ... --out -` (the documented
@@ -63,10 +65,11 @@ def renderer_argv(split: str, start: int, count: int, mode: str = "scene") -> Li
             os.path.join(ROOT, "node_modules", "onnxruntime-node"))
         choice = "cli" if cli_ok else "lib"
     if choice == "lib":
-        return ["node", "--input-type=module", "-e", _LIB_PROGRAM, ROOT, split, str(start), str(count), mode]
+        return ["node", "--input-type=module", "-e", _LIB_PROGRAM, ROOT, split, str(start), str(count), mode,
+                subset or ""]
     base = ["node", os.path.join(ROOT, "dist", "cli", "main.js"), "world", "batch"] if choice == "cli" else choice.split()
     return base + ["--split", split, "--start", str(start), "--count", str(count), "--mode", mode,
-                   "--no-object-masks", "--out", "-"]
+                   "--no-object-masks", *(["--subset", subset] if subset else []), "--out", "-"]
 
 
 def renderer_version() -> str:
@@ -121,8 +124,9 @@ def read_stream(f, want: Sequence[str] = ("image",)) -> tuple:
     return header, records
 
 
-def _render_chunk(split: str, start: int, count: int, out: dict, key: int, errors: list) -> None:
-    argv = renderer_argv(split, start, count)
+def _render_chunk(split: str, start: int, count: int, out: dict, key: int, errors: list,
+                  subset: Optional[str] = None) -> None:
+    argv = renderer_argv(split, start, count, subset=subset)
     try:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, records = read_stream(proc.stdout)
@@ -179,15 +183,16 @@ class SceneSet:
         return np.array([index[b] for b in self.background], dtype=np.int64)
 
 
-def _cache_path(cache_dir: str, split: str, start: int, count: int) -> str:
-    return os.path.join(cache_dir, f"{split}-{start}-{count}-{renderer_version()}")
+def _cache_path(cache_dir: str, split: str, start: int, count: int, subset: Optional[str] = None) -> str:
+    return os.path.join(cache_dir, f"{split}-{subset or 'full'}-{start}-{count}-{renderer_version()}")
 
 
 def load_scenes(split: str, start: int, count: int, workers: int = 0, cache_dir: Optional[str] = None,
-                chunk: int = 500) -> SceneSet:
-    """Scenes `start .. start+count-1` of `split`, rendered by the Node renderer (cached)."""
+                chunk: int = 500, subset: Optional[str] = None) -> SceneSet:
+    """Scenes `start .. start+count-1` of `split` (of the named world subset, if any), rendered by the Node
+    renderer (cached)."""
     cache_dir = cache_dir or os.environ.get("EDITKIT_WORLD_CACHE", DEFAULT_CACHE)
-    path = _cache_path(cache_dir, split, start, count)
+    path = _cache_path(cache_dir, split, start, count, subset)
     if os.path.exists(path + ".json") and os.path.exists(path + ".npy"):
         with open(path + ".json", encoding="utf-8") as f:
             m = json.load(f)
@@ -204,7 +209,8 @@ def load_scenes(split: str, start: int, count: int, workers: int = 0, cache_dir:
     while pending or running:
         while pending and len(running) < workers:
             key, (s, c) = pending.pop(0)
-            th = threading.Thread(target=_render_chunk, args=(split, s, c, results, key, errors), daemon=True)
+            th = threading.Thread(target=_render_chunk, args=(split, s, c, results, key, errors, subset),
+                                  daemon=True)
             th.start()
             running.append(th)
         for th in list(running):
@@ -221,7 +227,8 @@ def load_scenes(split: str, start: int, count: int, workers: int = 0, cache_dir:
     classes = [list(h["facts"]["classes"]) for h in heads]
     background = [h["facts"]["background"] for h in heads]
     seeds = np.array([h["seed"] for h in heads], dtype=np.int64)
-    meta = {"renderer": renderer_version(), "seconds": round(time.time() - t, 1), "workers": workers}
+    meta = {"renderer": renderer_version(), "seconds": round(time.time() - t, 1), "workers": workers,
+            "subset": subset}
     log(f"rendered {count} {split} scenes ({start}..{start + count - 1}) in {time.time() - t:.1f}s "
         f"with {workers} renderer processes")
     os.makedirs(cache_dir, exist_ok=True)
@@ -234,13 +241,20 @@ def load_scenes(split: str, start: int, count: int, workers: int = 0, cache_dir:
     return SceneSet(split, start, images, caption, captions, classes, background, seeds, meta)
 
 
-def world_vocabulary() -> dict:
-    """Class and background names in the world's own order (from the built catalog, via Node)."""
+def world_vocabulary(subset: Optional[str] = None) -> dict:
+    """Class and background names in the world's own order (from the built catalog, via Node), restricted to the
+    named world subset if one is given; `scene` holds the subset's sampling options (image size etc.)."""
     code = (
-        "import('./dist/world/index.js').then(m => process.stdout.write(JSON.stringify("
-        "{classes: m.CLASS_NAMES, backgrounds: m.BACKGROUND_NAMES})))"
+        "import('./dist/world/index.js').then(m => { const s = process.argv[1] ? m.findWorldSubset(process.argv[1])"
+        " : undefined; if (process.argv[1] && !s) throw new Error('unknown world subset ' + process.argv[1]);"
+        " const scene = s ? s.scene : {};"
+        " const keep = (all, some) => some ? all.filter(x => some.includes(x)) : all;"
+        " process.stdout.write(JSON.stringify({classes: keep(m.CLASS_NAMES, scene.classes),"
+        " backgrounds: keep(m.BACKGROUND_NAMES, scene.backgrounds), scene, subset: s ? s.name : null,"
+        " description: s ? s.description : null})) })"
     )
-    out = subprocess.run(["node", "-e", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(["node", "-e", code, subset or ""], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
     return json.loads(out)
 
 

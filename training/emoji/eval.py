@@ -51,7 +51,8 @@ def _eps(unet, x, t: float, cond, uncond, guidance: float, device):
 
 @torch.no_grad()
 def sample(te, unet, vae, tok, prompts, scheduler_config, scaling, steps, guidance, seed, device, bs=32):
-    """Text-to-image with DDIM (eta 0): uint8-like float images in [0, 1], [N, 3, 128, 128] on the CPU."""
+    """Text-to-image with DDIM (eta 0): uint8-like float images in [0, 1], [N, 3, H, W] on the CPU (the latent
+    grid is the UNet's sample_size, its channels the UNet's in_channels)."""
     out = []
     g = torch.Generator().manual_seed(seed)
     for s in batches(len(prompts), bs):
@@ -60,7 +61,8 @@ def sample(te, unet, vae, tok, prompts, scheduler_config, scaling, steps, guidan
         sch.set_timesteps(steps)
         cond = encode_text(te, tok, p, device)
         uncond = encode_text(te, tok, [""] * len(p), device) if guidance > 1 else None
-        x = torch.randn(len(p), 4, 32, 32, generator=g).to(device) * float(sch.init_noise_sigma)
+        c, size = unet.config["in_channels"], unet.config["sample_size"]
+        x = torch.randn(len(p), c, size, size, generator=g).to(device) * float(sch.init_noise_sigma)
         for t in np.asarray(sch.timesteps):
             xin = _t(sch.scale_model_input(x.double().cpu().numpy(), t), device)
             eps = _eps(unet, xin, t, cond, uncond, guidance, device)
@@ -80,7 +82,8 @@ def invert_reconstruct(te, unet, vae, tok, images: np.ndarray, prompts, schedule
     for s in batches(len(images), bs):
         x_img = to_tensor(images[s], device)
         cond = encode_text(te, tok, list(prompts[s]), device)
-        lat = vae.encode_parameters(x_img)[:, :4].float() * scaling
+        params = vae.encode_parameters(x_img).float()
+        lat = params[:, : params.shape[1] // 2] * scaling
         inv = S.DDIMInverse(scheduler_config)
         inv.set_timesteps(steps)
         x = lat

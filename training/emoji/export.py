@@ -262,8 +262,9 @@ def export_ldm(out: str, tok, text_encoder: M.CLIPTextModel, unet: M.UNet2DCondi
     n_up = len(unet.up_blocks)
     feat_names = [FEATURE_NAME.format(i) for i in range(n_up)]
     g = torch.Generator().manual_seed(99)
-    sample = torch.randn(2, 4, 32, 32, generator=g)
-    hidden = torch.randn(2, 77, unet.config["cross_attention_dim"], generator=g)
+    c, size = unet.config["in_channels"], unet.config["sample_size"]
+    sample = torch.randn(2, c, size, size, generator=g)
+    hidden = torch.randn(2, tok.max_length, unet.config["cross_attention_dim"], generator=g)
     t = torch.tensor([500, 500], dtype=torch.int64)
     axes = {
         "sample": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"},
@@ -281,13 +282,14 @@ def export_ldm(out: str, tok, text_encoder: M.CLIPTextModel, unet: M.UNet2DCondi
         h._forward_hooks.clear()
     write_json(os.path.join(out, "unet", "config.json"), unet_config(unet))
 
-    img = torch.rand(1, 3, 128, 128, generator=g) * 2 - 1
+    image_size = vae.config["sample_size"]
+    img = torch.rand(1, 3, image_size, image_size, generator=g) * 2 - 1
     files["vae_encoder"] = export_onnx(
         VaeEncoderWrap(vae), (img,), os.path.join(out, "vae_encoder", "model.onnx"), ["sample"],
         ["latent_parameters"],
         {"sample": {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"},
          "latent_parameters": {0: "batch_size", 1: "num_channels_latent", 2: "height_latent", 3: "width_latent"}})
-    z = torch.randn(1, 4, 32, 32, generator=g)
+    z = torch.randn(1, vae.config["latent_channels"], image_size // 4, image_size // 4, generator=g)
     files["vae_decoder"] = export_onnx(
         VaeDecoderWrap(vae), (z,), os.path.join(out, "vae_decoder", "model.onnx"), ["latent_sample"], ["sample"],
         {"latent_sample": {0: "batch_size", 1: "num_channels_latent", 2: "height_latent", 3: "width_latent"},
@@ -316,7 +318,7 @@ class ClipTextWrap(nn.Module):
         return self.text(input_ids)
 
 
-def export_clip(out: str, tok, clip, extra: dict) -> dict:
+def export_clip(out: str, tok, clip, extra: dict, image_size: int = 128) -> dict:
     from clip import CLIP_MEAN, CLIP_STD
 
     _fresh(out)
@@ -324,7 +326,7 @@ def export_clip(out: str, tok, clip, extra: dict) -> dict:
     files = {}
     _copy_tokenizer(tok.folder, os.path.join(out, "tokenizer"))
     g = torch.Generator().manual_seed(7)
-    px = torch.randn(2, 3, 128, 128, generator=g)
+    px = torch.randn(2, 3, image_size, image_size, generator=g)
     files["image_encoder"] = export_onnx(
         ClipImageWrap(clip), (px,), os.path.join(out, "image_encoder", "model.onnx"), ["pixel_values"],
         ["image_embeds"], {"pixel_values": {0: "batch_size"}, "image_embeds": {0: "batch_size"}})
@@ -339,21 +341,23 @@ def export_clip(out: str, tok, clip, extra: dict) -> dict:
         "projection_dim": clip.cfg["projection_dim"],
         "logit_scale": round(float(clip.logit_scale.detach().exp().clamp(max=100)), 4),
         "embeds_normalized": False,
-        "image_size": 128,
+        "image_size": image_size,
         "image_mean": CLIP_MEAN,
         "image_std": CLIP_STD,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
-        "preprocessing": "pixel_values = (rgb / 255 - image_mean) / image_std, RGB, CHW, 128×128 (resize first)",
-        "inputs": {"image_encoder": {"pixel_values": "float32 [batch_size, 3, 128, 128]"},
-                   "text_encoder": {"input_ids": "int32 [batch_size, sequence_length] (77, padded with <|endoftext|>)"}},
+        "preprocessing": f"pixel_values = (rgb / 255 - image_mean) / image_std, RGB, CHW, {image_size}×{image_size} "
+                         "(resize first)",
+        "inputs": {"image_encoder": {"pixel_values": f"float32 [batch_size, 3, {image_size}, {image_size}]"},
+                   "text_encoder": {"input_ids": f"int32 [batch_size, sequence_length] ({tok.max_length}, padded "
+                                                 "with <|endoftext|>)"}},
         "outputs": {"image_encoder": {"image_embeds": f"float32 [batch_size, {clip.cfg['projection_dim']}]"},
                     "text_encoder": {"text_embeds": f"float32 [batch_size, {clip.cfg['projection_dim']}]"}},
         "vision_config": {"architecture": "residual CNN (GroupNorm, SiLU), mean pool, linear projection",
                           "widths": list(clip.cfg["image_widths"]), "blocks_per_stage": clip.cfg.get("image_blocks", 1)},
         "text_config": {**te.config, "model_type": "clip_text_model", "pad_token_id": tok.eos_id,
                         "eos_token_id": tok.eos_id},
-        "max_length": 77,
+        "max_length": tok.max_length,
         "editkit_weight_storage": "float16",
         **extra,
     }
@@ -370,11 +374,11 @@ class JudgeWrap(nn.Module):
         return self.judge(pixel_values)
 
 
-def export_judge(out: str, judge, class_names, background_names, extra: dict) -> dict:
+def export_judge(out: str, judge, class_names, background_names, extra: dict, image_size: int = 128) -> dict:
     _fresh(out)
     judge = judge.cpu().eval()
     g = torch.Generator().manual_seed(5)
-    px = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    px = torch.rand(2, 3, image_size, image_size, generator=g) * 2 - 1
     files = {"judge": export_onnx(
         JudgeWrap(judge), (px,), os.path.join(out, "model.onnx"), ["pixel_values"],
         ["object_logits", "background_logits"],
@@ -389,9 +393,10 @@ def export_judge(out: str, judge, class_names, background_names, extra: dict) ->
     write_json(os.path.join(out, "config.json"), {
         "_name_or_path": "editkit/emoji-judge",
         "model_type": "editkit_emoji_judge",
-        "image_size": 128,
-        "preprocessing": "pixel_values = rgb / 127.5 - 1 (SD's [-1, 1] image convention), RGB, CHW, 128×128",
-        "inputs": {"pixel_values": "float32 [batch_size, 3, 128, 128] in [-1, 1]"},
+        "image_size": image_size,
+        "preprocessing": f"pixel_values = rgb / 127.5 - 1 (SD's [-1, 1] image convention), RGB, CHW, "
+                         f"{image_size}×{image_size}",
+        "inputs": {"pixel_values": f"float32 [batch_size, 3, {image_size}, {image_size}] in [-1, 1]"},
         "outputs": {"object_logits": f"float32 [batch_size, {len(class_names)}] (independent sigmoids)",
                     "background_logits": f"float32 [batch_size, {len(background_names)}] (softmax)"},
         "architecture": "ResNet-style CNN (BatchNorm, ReLU), avg+max pooling, two linear heads",
@@ -496,7 +501,8 @@ def verify_all(dirs: dict, tok, text_encoder, unet, vae, clip, judge, images: np
         refs.append(("ldm/text_encoder", {"last_hidden_state": (hid, hid16), "pooler_output": (pooled, pooled16)}))
 
         g = torch.Generator().manual_seed(11)
-        sample = torch.randn(2, 4, 32, 32, generator=g)
+        c, size = unet.config["in_channels"], unet.config["sample_size"]
+        sample = torch.randn(2, c, size, size, generator=g)
         t = np.array([801, 321], dtype=np.int64)
         feats = []
         hooks = [b.register_forward_hook(lambda _m, _i, o: feats.append(o)) for b in unet.up_blocks]
@@ -526,7 +532,7 @@ def verify_all(dirs: dict, tok, text_encoder, unet, vae, clip, judge, images: np
         cases.append({"model": os.path.join(ldm, "vae_encoder", "model.onnx"), "inputs": {"sample": x.numpy()},
                       "outputs": ["latent_parameters"]})
         refs.append(("ldm/vae_encoder", {"latent_parameters": (enc, enc16)}))
-        z = enc[:, :4].contiguous()
+        z = enc[:, : enc.shape[1] // 2].contiguous()
         dec, dec16 = vae.decode(z), vae16.decode(z)
         cases.append({"model": os.path.join(ldm, "vae_decoder", "model.onnx"), "inputs": {"latent_sample": z.numpy()},
                       "outputs": ["sample"]})

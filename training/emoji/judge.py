@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from typing import Optional
+
 from common import Budget, autocast, batches, count_params, log, lr_at, set_lr
 from data import SceneSet, to_tensor
 
@@ -60,8 +62,25 @@ class Judge(nn.Module):
         return self.objects(pooled), self.background(pooled)
 
 
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-image Gaussian blur (5×5, separable) of x [B, C, H, W] with standard deviations sigma [B]."""
+    r = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(r[None, :] ** 2) / (2 * sigma[:, None].clamp_min(1e-3) ** 2))
+    k = k / k.sum(1, keepdim=True)  # [B, 5]
+    b, c, h, w = x.shape
+    y = x.reshape(1, b * c, h, w)
+    kc = k.repeat_interleave(c, 0)
+    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), kc[:, None, None, :], groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), kc[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
 def train_judge(model: Judge, train: SceneSet, class_names, background_names, cfg: dict, device, seconds: float,
-                seed: int) -> dict:
+                seed: int, reconstructions: Optional[np.ndarray] = None) -> dict:
+    """The judge must judge content, not sharpness: with probability `recon_p` a training image is replaced by
+    its VAE reconstruction (`reconstructions[i]` of `train.images[i]`, for the first len(reconstructions)
+    images), and with probability `blur_p` it is blurred (σ uniform in [0.3, blur_max]), so that blurry or
+    reconstructed edits of the right content are still recognised."""
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     yo = torch.from_numpy(train.object_targets(class_names))
@@ -76,9 +95,17 @@ def train_judge(model: Judge, train: SceneSet, class_names, background_names, cf
     while not budget.done():
         set_lr(opt, lr_at(budget.progress, cfg["lr"], warmup=0.03, final=0.02))
         idx = torch.randint(0, n, (bs,), generator=gen)
-        x = to_tensor(train.images[idx.numpy()], device)
+        imgs = train.images[idx.numpy()].copy()
+        if reconstructions is not None:
+            use = (torch.rand(bs, generator=gen) < cfg.get("recon_p", 0.4)).numpy() & (idx.numpy() < len(reconstructions))
+            imgs[use] = reconstructions[idx.numpy()[use]]
+        x = to_tensor(imgs, device)
         flip = (torch.rand(bs, generator=gen) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        blurred = (torch.rand(bs, generator=gen) < cfg.get("blur_p", 0.3)).to(device)
+        if bool(blurred.any()):
+            sigma = 0.3 + torch.rand(bs, generator=gen).to(device) * (cfg.get("blur_max", 1.2) - 0.3)
+            x = torch.where(blurred[:, None, None, None], blur(x, sigma), x)
         with autocast(device):
             lo, lb = model(x)
         lo, lb = lo.float(), lb.float()
@@ -98,7 +125,7 @@ def train_judge(model: Judge, train: SceneSet, class_names, background_names, cf
 
 @torch.no_grad()
 def judge_predict(model: Judge, x: torch.Tensor, bs: int = 128):
-    """x: [N, 3, 128, 128] in [-1, 1] -> (object probabilities [N, K], background index [N])."""
+    """x: [N, 3, H, W] in [-1, 1] -> (object probabilities [N, K], background index [N])."""
     model.eval()
     po, pb = [], []
     for s in batches(x.shape[0], bs):
@@ -130,7 +157,9 @@ def score(prob: torch.Tensor, bg_pred: torch.Tensor, want_objects: np.ndarray, w
 
 
 @torch.no_grad()
-def evaluate_judge(model: Judge, held: SceneSet, class_names, background_names, device) -> dict:
-    x = to_tensor(held.images, device)
+def evaluate_judge(model: Judge, held: SceneSet, class_names, background_names, device,
+                   images: Optional[np.ndarray] = None) -> dict:
+    """Scores on held-out renders, or on other images of the same scenes (`images`: e.g. VAE reconstructions)."""
+    x = to_tensor(held.images if images is None else images, device)
     prob, bg = judge_predict(model, x)
     return score(prob, bg, held.object_targets(class_names), held.background_targets(background_names))

@@ -20,14 +20,28 @@ import models as M  # training/reference/models.py
 from clip_bpe import learn_clip_bpe, save as save_bpe  # training/common/clip_bpe.py
 from pipelines import ClipTokenizer  # training/reference/pipelines.py (reads a tokenizer/ folder)
 
-MAX_LENGTH = 77
+MAX_LENGTH = 77  # SD's; EmojiWorld captions need far fewer, and a preset may declare a shorter `max_length`
 
 
-def build_tokenizer(captions: Sequence[str], num_merges: int, folder: str) -> "Tokenizer":
+def build_tokenizer(captions: Sequence[str], num_merges: int, folder: str, max_length: int = MAX_LENGTH) -> "Tokenizer":
+    """max_length: the tokenizer's model_max_length (the padded length). Padding every caption to 77 when none is
+    longer than 20 tokens makes the text encoder cost as much as the UNet at 16×16 latents."""
     vocab, merges = learn_clip_bpe(list(captions), num_merges)
-    save_bpe(folder, vocab, merges, pad_token="<|endoftext|>")
+    longest = max(len(tok_ids) for tok_ids in _pretokenized_lengths(captions, vocab, merges))
+    if longest + 2 > max_length:
+        raise ValueError(f"a training caption needs {longest + 2} tokens, more than max_length {max_length}")
+    save_bpe(folder, vocab, merges, pad_token="<|endoftext|>", model_max_length=max_length)
     log(f"tokenizer: {len(merges)} merges learned (asked {num_merges}), vocabulary {len(vocab)}")
     return Tokenizer(folder)
+
+
+def _pretokenized_lengths(captions: Sequence[str], vocab, merges):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        save_bpe(d, vocab, merges, pad_token="<|endoftext|>")
+        tok = ClipTokenizer(d)
+        return [tok.tokenize_ids(c) for c in set(captions)]
 
 
 class Tokenizer:
@@ -38,6 +52,10 @@ class Tokenizer:
         self.tok = ClipTokenizer(folder)
         self.vocab_size = len(self.tok.encoder)
         self.cache: Dict[str, List[int]] = {}
+
+    @property
+    def max_length(self) -> int:
+        return self.tok.model_max_length
 
     @property
     def eos_id(self) -> int:
@@ -60,14 +78,14 @@ class Tokenizer:
         return toks / max(1, words)
 
 
-def build_text_encoder(vocab_size: int, cfg: dict) -> M.CLIPTextModel:
+def build_text_encoder(vocab_size: int, cfg: dict, max_length: int = MAX_LENGTH) -> M.CLIPTextModel:
     return M.CLIPTextModel(
         vocab_size=vocab_size,
         hidden_size=cfg["hidden_size"],
         num_hidden_layers=cfg["layers"],
         num_attention_heads=cfg["heads"],
         intermediate_size=cfg["hidden_size"] * 4,
-        max_position_embeddings=MAX_LENGTH,
+        max_position_embeddings=max_length,
         hidden_act="quick_gelu",
     )
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import EMA, Budget, autocast, count_params, log, lr_at, set_lr
+from common import EMA, Budget, StageCheckpoint, autocast, count_params, log, lr_at, set_lr
 import models as M  # training/reference/models.py
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -49,14 +49,15 @@ def alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def build_unet(cfg: dict, cross_attention_dim: int) -> M.UNet2DConditionModel:
+def build_unet(cfg: dict, cross_attention_dim: int, latent_channels: int = 4,
+               sample_size: int = 32) -> M.UNet2DConditionModel:
     """cfg: channels (per level), attention (bool per level), layers_per_block, head_dim, norm_groups."""
     att = cfg["attention"]
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in att)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in att[::-1])
     return M.UNet2DConditionModel(
-        in_channels=4,
-        out_channels=4,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         block_out_channels=tuple(cfg["channels"]),
         down_block_types=down,
         up_block_types=up,
@@ -65,7 +66,7 @@ def build_unet(cfg: dict, cross_attention_dim: int) -> M.UNet2DConditionModel:
         attention_head_dim=cfg["head_dim"],
         cross_attention_dim=cross_attention_dim,
         use_linear_projection=False,
-        sample_size=32,
+        sample_size=sample_size,
     )
 
 
@@ -115,7 +116,7 @@ class LDM(nn.Module):
 
 
 def tokenize_captions(tok, captions, device) -> torch.Tensor:
-    """[N, T, 77] ids: every caption template of every scene (templates repeated to a common T)."""
+    """[N, T, max_length] ids: every caption template of every scene (templates repeated to a common T)."""
     t_max = max(len(c) for c in captions)
     rows = []
     for caps in captions:
@@ -125,9 +126,11 @@ def tokenize_captions(tok, captions, device) -> torch.Tensor:
 
 
 def train_ldm(ldm: LDM, posteriors: torch.Tensor, captions, tok, cfg: dict, device: torch.device, seconds: float,
-              seed: int, scaling: float, posteriors_flipped: Optional[torch.Tensor] = None) -> tuple:
-    """posteriors: [N, 8, h, w] VAE posterior (mean || logvar) of the training images (CPU float32).
-    Returns (stats, ema LDM)."""
+              seed: int, scaling: float, posteriors_flipped: Optional[torch.Tensor] = None,
+              ckpt: Optional[StageCheckpoint] = None) -> tuple:
+    """posteriors: [N, 2C, h, w] VAE posterior (mean || logvar) of the training images (CPU float32).
+    min_snr_gamma (cfg): Min-SNR loss weighting (Hang et al. 2023), weight min(SNR_t, γ)/SNR_t for ε-prediction,
+    which stops the many easy low-noise steps from dominating the gradient. Returns (stats, ema LDM)."""
     ldm.to(device).train()
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed + 1)
@@ -143,13 +146,25 @@ def train_ldm(ldm: LDM, posteriors: torch.Tensor, captions, tok, cfg: dict, devi
     ]
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), weight_decay=cfg.get("weight_decay", 0.01))
     ema = EMA(ldm, cfg["ema_decay"])
-    budget = Budget(cfg["steps"], seconds)
+    ckpt = ckpt or StageCheckpoint(None)
+    resumed = ckpt.load()
+    budget = ckpt.budget(resumed, cfg["steps"], seconds)
+    hist = []
+    if resumed is not None:
+        ldm.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["opt"])
+        ema.module.load_state_dict(resumed["ema"])
+        ema.step = resumed["ema_step"]
+        gen.set_state(resumed["gen"])
+        hist = resumed["hist"]
+    gamma = cfg.get("min_snr_gamma")
+    snr = abar / (1 - abar)
     bs = cfg["batch_size"]
     n, t_max = ids_all.shape[0], ids_all.shape[1]
     log(f"LDM: UNet {count_params(ldm.unet) / 1e6:.2f}M + text encoder {count_params(ldm.text_encoder) / 1e6:.2f}M "
         f"parameters; {n} training latents{' (+ flips)' if post_f is not None else ''}, batch {bs}, "
-        f"up to {budget.steps} steps / {seconds:.0f}s, EMA {cfg['ema_decay']}")
-    hist = []
+        f"up to {budget.steps} steps / {budget.seconds:.0f}s, EMA {cfg['ema_decay']}, "
+        f"min-SNR γ {gamma}, {ids_all.shape[-1]} tokens")
     while not budget.done():
         set_lr(opt, lr_at(budget.progress, lr, warmup=cfg.get("warmup", 0.03), final=cfg.get("final_lr", 0.1)))
         idx = torch.randint(0, n, (bs,), device=device, generator=gen)
@@ -157,6 +172,11 @@ def train_ldm(ldm: LDM, posteriors: torch.Tensor, captions, tok, cfg: dict, devi
         if post_f is not None:
             flip = torch.rand(bs, device=device, generator=gen) < 0.5
             p = torch.where(flip[:, None, None, None], post_f[idx], p)
+        elif cfg.get("flip_latents"):
+            # Mirroring the latent grid stands in for encoding mirrored images (the VAE is convolutional, and
+            # captions never say left or right).
+            flip = torch.rand(bs, device=device, generator=gen) < 0.5
+            p = torch.where(flip[:, None, None, None], p.flip(-1), p)
         mean, logvar = p.chunk(2, dim=1)
         z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=device, generator=gen))
         z = z * scaling
@@ -170,21 +190,30 @@ def train_ldm(ldm: LDM, posteriors: torch.Tensor, captions, tok, cfg: dict, devi
         x_t = a.sqrt() * z + (1 - a).sqrt() * noise
         with autocast(device):
             pred = ldm(x_t, t, ids)
-        loss = F.mse_loss(pred.float(), noise)
+        per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+        if gamma:
+            weight = snr[t].clamp(max=gamma) / snr[t]
+            loss = (per_sample * weight).mean()
+        else:
+            loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(ldm.parameters(), 1.0)
         opt.step()
         ema.update(ldm)
         budget.tick()
-        hist.append(float(loss))
+        hist.append(float(per_sample.mean()))  # plain ε-MSE, comparable across weightings
         if budget.step % max(1, cfg.get("log_every", 50)) == 0 or budget.step == 1:
             k = min(100, len(hist))
-            log(f"LDM step {budget.step}: loss {np.mean(hist[-k:]):.4f} grad-norm {float(gn):.2f} "
-                f"lr {opt.param_groups[0]['lr']:.2e} ({budget.elapsed:.0f}s, "
+            log(f"LDM step {budget.step}: ε-MSE {np.mean(hist[-k:]):.4f} weighted loss {float(loss):.4f} "
+                f"grad-norm {float(gn):.2f} lr {opt.param_groups[0]['lr']:.2e} ({budget.elapsed:.0f}s, "
                 f"{budget.step * bs / max(1e-6, budget.elapsed):.1f} samples/s)")
+        ckpt.maybe_save(budget, lambda: {"model": ldm.state_dict(), "opt": opt.state_dict(),
+                                         "ema": ema.module.state_dict(), "ema_step": ema.step,
+                                         "gen": gen.get_state(), "hist": hist})
     ldm.eval()
     stats = {"steps": budget.step, "seconds": round(budget.elapsed, 1), "batch_size": bs,
-             "samples_seen": budget.step * bs, "final_train_loss": float(np.mean(hist[-100:])),
+             "samples_seen": budget.step * bs, "final_train_eps_mse": float(np.mean(hist[-100:])),
+             "min_snr_gamma": gamma, "tokens": int(ids_all.shape[-1]),
              "ema_decay": cfg["ema_decay"], "ema_updates": ema.step}
     return stats, ema.module

@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../../util/errors.js';
 import { ensureParentDir, writeFileAtomic } from '../../util/files.js';
 import { BACKGROUND_NAMES, getBackground } from '../../world/backgrounds.js';
-import { writeBatch } from '../../world/batch.js';
+import { editVocabulary, writeBatch } from '../../world/batch.js';
 import { caption, sceneFacts } from '../../world/caption.js';
 import { CLASS_NAMES, classColours, getClass } from '../../world/catalog.js';
 import { EDIT_TASKS, sampleEdit, type EditTask } from '../../world/edits.js';
@@ -21,7 +21,9 @@ import {
   readSceneFile,
   sampleScene,
   sceneToJson,
+  type SampleSceneOptions,
 } from '../../world/scene.js';
+import { WORLD_SUBSET_NAMES, findWorldSubset, type WorldSubset } from '../../world/subsets.js';
 import { SPLITS, splitSeed, type Split } from '../../world/splits.js';
 
 /**
@@ -93,8 +95,38 @@ interface SizeOptions {
   height?: number;
 }
 
-function imageSize(options: SizeOptions): { width?: number; height?: number } {
-  return { width: options.width ?? options.size, height: options.height ?? options.size };
+interface SceneCliOptions extends SizeOptions {
+  subset?: string;
+  minObjects?: number;
+  maxObjects?: number;
+}
+
+function subsetOf(name: string | undefined): WorldSubset | undefined {
+  if (name === undefined) return undefined;
+  const subset = findWorldSubset(name);
+  if (!subset)
+    throw new UserError(`--subset: unknown subset '${name}'; use ${WORLD_SUBSET_NAMES.join(', ')}`);
+  return subset;
+}
+
+/** Scene sampling options: the subset's (if any), overridden by explicit size and object-count flags. */
+function sceneOptions(options: SceneCliOptions): SampleSceneOptions {
+  const base = subsetOf(options.subset)?.scene ?? {};
+  const width = options.width ?? options.size ?? base.width;
+  const height = options.height ?? options.size ?? base.height;
+  const minObjects = options.minObjects ?? base.minObjects ?? 1;
+  const maxObjects = options.maxObjects ?? base.maxObjects ?? MAX_OBJECTS;
+  if (minObjects > maxObjects) {
+    throw new UserError(`--min-objects (${minObjects}) is larger than --max-objects (${maxObjects})`);
+  }
+  return { ...base, width, height, minObjects, maxObjects };
+}
+
+function subsetOption(): Option {
+  return new Option(
+    '--subset <name>',
+    `sample from a named part of the world (${WORLD_SUBSET_NAMES.join(', ')}; 'core' is what the bundled models know)`,
+  );
 }
 
 function addSizeOptions(command: Command): Command {
@@ -102,20 +134,18 @@ function addSizeOptions(command: Command): Command {
   return command
     .option(
       '--size <px>',
-      `square image size, ${MIN_IMAGE_SIZE}–${MAX_IMAGE_SIZE} (default 128)`,
+      `square image size, ${MIN_IMAGE_SIZE}–${MAX_IMAGE_SIZE} (default: the subset's, else 128)`,
       px('--size'),
     )
     .option('--width <px>', 'image width (overrides --size)', px('--width'))
     .option('--height <px>', 'image height (overrides --size)', px('--height'));
 }
 
-interface SampleCliOptions extends SizeOptions {
+interface SampleCliOptions extends SceneCliOptions {
   count: number;
   seed: number;
   out: string;
   split?: Split;
-  minObjects: number;
-  maxObjects: number;
   json: boolean;
 }
 
@@ -131,21 +161,21 @@ function sampleSub(): Command {
     )
     .requiredOption('-o, --out <dir>', 'output folder')
     .addOption(splitOption())
-    .option('--min-objects <n>', 'fewest objects per scene', integer('--min-objects', 0, MAX_OBJECTS), 1)
+    .addOption(subsetOption())
+    .option(
+      '--min-objects <n>',
+      "fewest objects per scene (default: the subset's, else 1)",
+      integer('--min-objects', 0, MAX_OBJECTS),
+    )
     .option(
       '--max-objects <n>',
-      'most objects per scene',
+      `most objects per scene (default: the subset's, else ${MAX_OBJECTS})`,
       integer('--max-objects', 0, MAX_OBJECTS),
-      MAX_OBJECTS,
     )
     .option('--json', 'print a machine-readable JSON result on stdout', false);
   addSizeOptions(command);
   return command.action(async (options: SampleCliOptions) => {
-    if (options.minObjects > options.maxObjects) {
-      throw new UserError(
-        `--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`,
-      );
-    }
+    const sceneOpts = sceneOptions(options);
     await ensureDir(options.out, 'output folder');
     const lines: string[] = [];
     const files: string[] = [];
@@ -155,11 +185,7 @@ function sampleSub(): Command {
         throw new UserError(
           `--seed ${options.seed} + --count ${options.count} runs past the largest seed (2^32 − 1)`,
         );
-      const scene = sampleScene(seed, {
-        ...imageSize(options),
-        minObjects: options.minObjects,
-        maxObjects: options.maxObjects,
-      });
+      const scene = sampleScene(seed, sceneOpts);
       const file = `scene-${String(seed).padStart(10, '0')}.json`;
       await writeFileAtomic(join(options.out, file), sceneToJson(scene));
       files.push(file);
@@ -229,6 +255,7 @@ interface EditCliOptions {
   seed: number;
   out: string;
   json: boolean;
+  subset?: string;
 }
 
 function editSub(): Command {
@@ -245,10 +272,17 @@ function editSub(): Command {
       0,
     )
     .requiredOption('-o, --out <dir>', 'output folder')
+    .addOption(
+      new Option(
+        '--subset <name>',
+        `draw new classes and backgrounds from a world subset (${WORLD_SUBSET_NAMES.join(', ')}; default the whole world)`,
+      ),
+    )
     .option('--json', 'print a machine-readable JSON result on stdout', false)
     .action(async (scenePath: string, options: EditCliOptions) => {
+      const vocabulary = editVocabulary(subsetOf(options.subset)?.scene);
       const scene = await readSceneFile(scenePath);
-      const edit = await sampleEdit(scene, options.task, options.seed);
+      const edit = await sampleEdit(scene, options.task, options.seed, vocabulary);
       const [source, target] = await Promise.all([renderScene(edit.source), renderScene(edit.target)]);
       await ensureDir(options.out, 'output folder');
       const { width, height } = edit;
@@ -289,7 +323,7 @@ function editSub(): Command {
     });
 }
 
-interface BatchCliOptions extends SizeOptions {
+interface BatchCliOptions extends SceneCliOptions {
   count: number;
   start: number;
   split: Split;
@@ -297,8 +331,6 @@ interface BatchCliOptions extends SizeOptions {
   tasks?: string;
   objectMasks: boolean;
   out: string;
-  minObjects: number;
-  maxObjects: number;
 }
 
 function batchSub(): Command {
@@ -319,21 +351,21 @@ function batchSub(): Command {
       `edit mode: comma-separated tasks to draw from (default all: ${EDIT_TASKS.join(',')})`,
     )
     .option('--no-object-masks', 'scene mode: leave out the per-object masks')
-    .option('--min-objects <n>', 'fewest objects per scene', integer('--min-objects', 0, MAX_OBJECTS), 1)
+    .addOption(subsetOption())
+    .option(
+      '--min-objects <n>',
+      "fewest objects per scene (default: the subset's, else 1)",
+      integer('--min-objects', 0, MAX_OBJECTS),
+    )
     .option(
       '--max-objects <n>',
-      'most objects per scene',
+      `most objects per scene (default: the subset's, else ${MAX_OBJECTS})`,
       integer('--max-objects', 0, MAX_OBJECTS),
-      MAX_OBJECTS,
     )
     .option('-o, --out <file>', "output file, or '-' for stdout", '-');
   addSizeOptions(command);
   return command.action(async (options: BatchCliOptions) => {
-    if (options.minObjects > options.maxObjects) {
-      throw new UserError(
-        `--min-objects (${options.minObjects}) is larger than --max-objects (${options.maxObjects})`,
-      );
-    }
+    const scene = sceneOptions(options);
     const tasks = options.tasks === undefined ? undefined : parseTasks(options.tasks);
     const batch = {
       split: options.split,
@@ -342,7 +374,7 @@ function batchSub(): Command {
       mode: options.mode,
       tasks,
       objectMasks: options.objectMasks,
-      scene: { ...imageSize(options), minObjects: options.minObjects, maxObjects: options.maxObjects },
+      scene,
     };
     // Fail on an out-of-range index before writing anything.
     splitSeed(options.split, options.start + options.count - 1);
