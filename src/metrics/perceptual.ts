@@ -1,9 +1,10 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { extractSubgraph, loadModel, sessionFromModel } from '../autodiff/index.js';
 import type { ResolvedDevice } from '../runtime/device.js';
 import { NDArray } from '../runtime/ndarray.js';
 import type { ModelSession } from '../runtime/session.js';
-import { downsampleAverage, resizeBilinear } from '../pipelines/common.js';
+import { downsampleAverage, resizeBilinear, resizeBilinearChannels } from '../image/resample.js';
 
 /**
  * An LPIPS-style perceptual distance (Zhang et al. 2018, the "baseline" variant without learned per-channel
@@ -49,25 +50,16 @@ export class PerceptualDistance {
     const layers = [...lastRelu.values()];
     if (layers.length === 0)
       throw new Error(`${path}: no stem/body ReLU activations found for perceptual features`);
-    return PerceptualDistance.fromModel(path, layers, { device, inputSize: 128 });
+    const configPath = join(dir, 'config.json');
+    const config = existsSync(configPath)
+      ? (JSON.parse(readFileSync(configPath, 'utf8')) as { image_size?: number })
+      : {};
+    return PerceptualDistance.fromModel(path, layers, { device, inputSize: config.image_size ?? 128 });
   }
 
   /** Images [1, 3, H, W] in [0, 1]. */
   async features(image: NDArray): Promise<NDArray[]> {
-    const [, channels, height, width] = image.shape;
-    let input = image;
-    if (height !== this.inputSize || width !== this.inputSize) {
-      const plane = height * width;
-      input = NDArray.concatChannels(
-        Array.from({ length: channels }, (_, c) =>
-          resizeBilinear(
-            new NDArray(image.data.slice(c * plane, (c + 1) * plane), [1, 1, height, width]),
-            this.inputSize,
-            this.inputSize,
-          ),
-        ),
-      );
-    }
+    const input = resizeBilinearChannels(image, this.inputSize, this.inputSize);
     const out = await this.session.run({ [this.inputName]: input.map((v) => v * 2 - 1) }, this.layers);
     return this.layers.map((name) => out[name]);
   }

@@ -4,7 +4,7 @@ import type { ResolvedDevice } from '../runtime/device.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { ModelSession } from '../runtime/session.js';
 import { ModelError } from '../util/errors.js';
-import { resizeBilinear } from '../pipelines/common.js';
+import { resizeBilinearChannels } from '../image/resample.js';
 
 export interface JudgeVerdict {
   /** Object classes whose probability passes the threshold. */
@@ -61,13 +61,5 @@ export class EmojiJudge {
 }
 
 function toJudgeInput(image: NDArray, size: number): NDArray {
-  const [, channels, height, width] = image.shape;
-  let resized = image;
-  if (height !== size || width !== size) {
-    const planes = Array.from({ length: channels }, (_, c) =>
-      resizeBilinear(new NDArray(image.data.slice(c * height * width, (c + 1) * height * width), [1, 1, height, width]), size, size),
-    );
-    resized = NDArray.concatChannels(planes);
-  }
-  return resized.map((v) => v * 2 - 1);
+  return resizeBilinearChannels(image, size, size).map((v) => v * 2 - 1);
 }

@@ -4,6 +4,8 @@ import { Generator } from '../runtime/random.js';
 import type { Scheduler } from '../schedulers/scheduler.js';
 import { UserError } from '../util/errors.js';
 
+export { downsampleAverage, resizeBilinear } from '../image/resample.js';
+
 /** Progress report from a pipeline: one call per model evaluation stage step. */
 export interface ProgressInfo {
   stage: string;
@@ -158,43 +160,4 @@ export function broadcastMask(mask: NDArray, channels: number): NDArray {
   const out = new Float32Array(channels * plane);
   for (let c = 0; c < channels; c++) out.set(mask.data, c * plane);
   return new NDArray(out, [1, channels, mask.shape[2], mask.shape[3]]);
-}
-
-/**
- * Bilinear resize of a [1, 1, h, w] map to [1, 1, H, W] with half-pixel centres (torch's
- * `F.interpolate(mode="bilinear", align_corners=False)`), for showing latent-resolution masks at image size.
- */
-export function resizeBilinear(map: NDArray, height: number, width: number): NDArray {
-  const [, , h, w] = map.shape;
-  const out = new Float32Array(height * width);
-  for (let y = 0; y < height; y++) {
-    const sy = Math.min(Math.max(((y + 0.5) * h) / height - 0.5, 0), h - 1);
-    const y0 = Math.floor(sy);
-    const y1 = Math.min(y0 + 1, h - 1);
-    const fy = sy - y0;
-    for (let x = 0; x < width; x++) {
-      const sx = Math.min(Math.max(((x + 0.5) * w) / width - 0.5, 0), w - 1);
-      const x0 = Math.floor(sx);
-      const x1 = Math.min(x0 + 1, w - 1);
-      const fx = sx - x0;
-      const top = map.data[y0 * w + x0] * (1 - fx) + map.data[y0 * w + x1] * fx;
-      const bottom = map.data[y1 * w + x0] * (1 - fx) + map.data[y1 * w + x1] * fx;
-      out[y * width + x] = top * (1 - fy) + bottom * fy;
-    }
-  }
-  return new NDArray(out, [1, 1, height, width]);
-}
-
-/** Area-average downsampling of an image-space [1,1,H,W] map to the latent grid (H and W multiples of h, w). */
-export function downsampleAverage(map: NDArray, height: number, width: number): NDArray {
-  const [, , H, W] = map.shape;
-  const fy = H / height;
-  const fx = W / width;
-  const out = new Float32Array(height * width);
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      out[Math.floor(y / fy) * width + Math.floor(x / fx)] += map.data[y * W + x] / (fy * fx);
-    }
-  }
-  return new NDArray(out, [1, 1, height, width]);
 }

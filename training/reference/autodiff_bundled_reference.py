@@ -26,11 +26,12 @@ exported by training/emoji/export.py) this script
    itself (src/autodiff/losses.ts), w.r.t. the input(s) and a few named weights, given in the ONNX tensor's
    layout (transposed for MatMul initializers, [C, 1, 1] for GroupNorm's):
    - UNet:  L = mseLoss('out_sample', {input: 'out_sample_target'}) = mean((out_sample - target)^2) at
-            sample [1, 4, 32, 32] (the native latent size), timestep 500, encoder_hidden_states [1, 77, D];
+            sample [1, C, h, w] (the native latent size), timestep 500, encoder_hidden_states
+            [1, model_max_length, D];
             wrt sample, encoder_hidden_states, an attention to_q weight, a resnet conv weight and conv_in's bias
             (a float32 initializer: promoted to an input in the test).
    - CLIP image encoder: L = cosineDistanceLoss('image_embeds', {input: 'image_embeds_direction'})
-            = mean(1 - cos(image_embeds, direction)) at pixel_values [1, 3, 128, 128];
+            = mean(1 - cos(image_embeds, direction)) at pixel_values [1, 3, S, S] (the config's image_size);
             wrt pixel_values, the stem conv weight, the projection (Linear) weight and the final GroupNorm's scale
             (a float32 initializer: promoted).
 
@@ -249,12 +250,13 @@ def unet_from_config(cfg: dict) -> M.UNet2DConditionModel:
     ).eval()
 
 
-def export_unet_like(wrapper: E.UNetWithFeatures, path: str) -> None:
+def export_unet_like(wrapper: E.UNetWithFeatures, path: str, max_length: int) -> None:
     """export.py's export_ldm UNet export (same trace inputs, names, axes), float32 storage."""
     unet = wrapper.unet
     g = torch.Generator().manual_seed(99)
-    sample = torch.randn(2, 4, 32, 32, generator=g)
-    hidden = torch.randn(2, 77, unet.config["cross_attention_dim"], generator=g)
+    c, size = unet.config["in_channels"], unet.config["sample_size"]
+    sample = torch.randn(2, c, size, size, generator=g)
+    hidden = torch.randn(2, max_length, unet.config["cross_attention_dim"], generator=g)
     t = torch.tensor([500, 500], dtype=torch.int64)
     feat_names = [E.FEATURE_NAME.format(i) for i in range(len(unet.up_blocks))]
     axes = {
@@ -275,10 +277,10 @@ class _Clip(torch.nn.Module):
         self.vision = vision
 
 
-def export_clip_like(wrapper: E.ClipImageWrap, path: str) -> None:
+def export_clip_like(wrapper: E.ClipImageWrap, path: str, image_size: int) -> None:
     """export.py's export_clip image-encoder export, float32 storage."""
     g = torch.Generator().manual_seed(7)
-    px = torch.randn(2, 3, 128, 128, generator=g)
+    px = torch.randn(2, 3, image_size, image_size, generator=g)
     E.export_onnx(wrapper, (px,), path, ["pixel_values"], ["image_embeds"],
                   {"pixel_values": {0: "batch_size"}, "image_embeds": {0: "batch_size"}}, fp16=False)
 
@@ -328,7 +330,9 @@ def unet_reference(models: str) -> dict:
         cfg = json.load(f)
     unet = unet_from_config(cfg)
     wrapper = E.UNetWithFeatures(unet)  # its hooks make the up blocks' outputs graph outputs while tracing
-    info = load_committed(wrapper, lambda p: export_unet_like(wrapper, p), path)
+    with open(os.path.join(models, "emoji-ldm", "tokenizer", "tokenizer_config.json")) as f:
+        max_length = int(json.load(f).get("model_max_length", 77))
+    info = load_committed(wrapper, lambda p: export_unet_like(wrapper, p, max_length), path)
     for blk in unet.up_blocks:  # as export_ldm does after exporting
         blk._forward_hooks.clear()
     project = unet.time_proj.forward
@@ -337,7 +341,7 @@ def unet_reference(models: str) -> dict:
     size = cfg["sample_size"]
     g = torch.Generator().manual_seed(301)
     sample = f32(torch.randn(1, cfg["in_channels"], size, size, generator=g, dtype=torch.float64)).requires_grad_()
-    ehs = f32(torch.randn(1, 77, cfg["cross_attention_dim"], generator=g, dtype=torch.float64)).requires_grad_()
+    ehs = f32(torch.randn(1, max_length, cfg["cross_attention_dim"], generator=g, dtype=torch.float64)).requires_grad_()
     target = f32(torch.randn(1, cfg["out_channels"], size, size, generator=g, dtype=torch.float64))
     timestep = 500
     out = unet(sample, torch.tensor([timestep], dtype=torch.int64), ehs)
@@ -384,7 +388,7 @@ def clip_reference(models: str) -> dict:
     vc = cfg["vision_config"]
     vision = ImageEncoder(tuple(vc["widths"]), vc.get("blocks_per_stage", 1), cfg["projection_dim"]).eval()
     wrapper = E.ClipImageWrap(_Clip(vision))
-    info = load_committed(wrapper, lambda p: export_clip_like(wrapper, p), path)
+    info = load_committed(wrapper, lambda p: export_clip_like(wrapper, p, cfg.get("image_size", 128)), path)
 
     size = cfg.get("image_size", 128)
     g = torch.Generator().manual_seed(302)
