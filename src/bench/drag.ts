@@ -3,8 +3,9 @@
  * are all known. Per case, for DragDiffusion and for the undragged input (the baseline the reduction is measured
  * against):
  *  - Mean Distance (DragBench): each handle is found in the result by DIFT-style feature matching (the bundle's own
- *    base UNet, t = 261, 8 noise draws, cosine similarity over the whole image) and its distance to the target
- *    measured, in pixels;
+ *    base UNet, t = 261, 8 noise draws, cosine similarity over the whole image, on an up block that is not the one
+ *    the drag supervised: see dift.ts) and its distance to the target measured, in pixels, pooled over all points
+ *    of all cases as DragBench does;
  *  - ground-truth distance: the moved object's sprite (class, style, colour and size of the target scene) located in
  *    the result by alpha-weighted template matching; the distance from its centre to the true centre;
  *  - Image Fidelity (DragBench): 1 − LPIPS-style distance between the input and the result, whole image, on the
@@ -84,6 +85,9 @@ export interface DragCaseScore {
 }
 
 export interface DragMetrics {
+  /** DIFT distance of each handle's match to its target (px); in the summary rows, pooled over every point. */
+  pointDistances: number[];
+  /** Mean over points of one case; in the summary rows, DragBench's Mean Distance pooled over all points. */
   meanDistance: number;
   gtDistance: number;
   /** DragBench's IF: 1 − LPIPS-style distance to the input, whole image (NaN without a perceptual network). */
@@ -125,6 +129,7 @@ export async function benchDrag(
   });
   const seeds = splitSeeds('heldout', options.cases, options.seed);
   const perCase: DragCaseScore[] = [];
+  let supervised: string | undefined;
   const started = performance.now();
   try {
     for (const [index, seed] of seeds.entries()) {
@@ -163,6 +168,11 @@ export async function benchDrag(
         seed: 0,
         intraOpNumThreads: options.threads,
       });
+      supervised = result.feature.tensor;
+      if (supervised === dift.tensor)
+        throw new Error(
+          `the DIFT matcher would grade with the supervised tensor ${supervised}; pass another --dift-block`,
+        );
       const sourceFeatures = await dift.features(input, edit.sourceCaption);
       const object = edit.target.objects[edit.changed.target[0]];
       const score = async (image01: NDArray, features: NDArray): Promise<DragMetrics> => {
@@ -170,6 +180,7 @@ export async function benchDrag(
         const located = await locateSprite(image01, edit.target, object);
         const outside = mask.map((v) => 1 - v);
         return {
+          pointDistances: matched.distances,
           meanDistance: mean(matched.distances),
           gtDistance: located.distance,
           imageFidelity: options.perceptual ? 1 - (await options.perceptual.distance(image01, input01)) : NaN,
@@ -216,7 +227,8 @@ export async function benchDrag(
     await dift.release();
   }
   const average = (pick: (c: DragCaseScore) => DragMetrics): DragMetrics => ({
-    meanDistance: mean(perCase.map((c) => pick(c).meanDistance)),
+    pointDistances: [],
+    meanDistance: mean(perCase.flatMap((c) => pick(c).pointDistances)),
     gtDistance: mean(perCase.map((c) => pick(c).gtDistance)),
     imageFidelity: mean(perCase.map((c) => pick(c).imageFidelity)),
     maeFidelity: mean(perCase.map((c) => pick(c).maeFidelity)),
@@ -249,6 +261,7 @@ export async function benchDrag(
         timestep: options.diftTimestep ?? 261,
         ensemble: options.diftEnsemble ?? 8,
         tensor: dift.tensor,
+        supervisedTensor: supervised,
       },
     },
     rows: [

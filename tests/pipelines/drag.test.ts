@@ -719,6 +719,25 @@ describe('an EmojiWorld-style export: float16 weight storage, editkit_feature_te
 });
 
 describe('benchmark measures', () => {
+  it('grades with a DIFT tensor other than the one the drag supervises (bundled UNet: 3 up blocks)', async () => {
+    const { DiftFeaturizer, chooseFeatureTensor } = await import('../../src/pipelines/drag/index.js');
+    const { loadModel } = await import('../../src/autodiff/index.js');
+    const emoji = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
+    const dift = await DiftFeaturizer.create(emoji, { ensemble: 1, intraOpNumThreads: 1 });
+    try {
+      const supervised = chooseFeatureTensor(
+        await loadModel(join(EMOJI_LDM, 'unet', 'model.onnx')),
+        EMOJI_LDM,
+      );
+      expect(supervised.block).toBe(1);
+      expect(dift.tensor).not.toBe(supervised.tensor);
+      expect(dift.tensor).toBe('up_block_2_output');
+    } finally {
+      await dift.release();
+      await emoji.release();
+    }
+  });
+
   it('DIFT matching finds a point in its own image; template matching finds the moved sprite', async () => {
     const { DiftFeaturizer, matchPoints } = await import('../../src/pipelines/drag/index.js');
     const { locateSprite } = await import('../../src/bench/drag.js');

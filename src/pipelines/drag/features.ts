@@ -85,6 +85,22 @@ export interface FeatureChoice {
  * `unet_feature_idx = 3`, i.e. SD 1.5's up_blocks[2], the last block that ends in an upsampler and so the first at
  * the latent's full resolution), from the config's list or the node names.
  */
+function upBlockTensors(
+  model: ModelProto,
+  bundleDir: string,
+): { list: string[]; source: FeatureChoice['source'] } {
+  const has = (name: string) => graphOf(model).node.some((n) => n.output.includes(name));
+  const configured = configuredFeatureTensors(bundleDir)?.filter(has);
+  return configured && configured.length > 0
+    ? { list: configured, source: 'config' }
+    : { list: findUpBlockOutputs(model), source: 'node names' };
+}
+
+/** How many up-block outputs the UNet has (from the config's list or the node names). */
+export function upBlockCount(model: ModelProto, bundleDir: string): number {
+  return upBlockTensors(model, bundleDir).list.length;
+}
+
 export function chooseFeatureTensor(
   model: ModelProto,
   bundleDir: string,
@@ -101,9 +117,7 @@ export function chooseFeatureTensor(
     }
     return { tensor: options.tensor, source: 'option' };
   }
-  const configured = configuredFeatureTensors(bundleDir)?.filter(has);
-  const list = configured && configured.length > 0 ? configured : findUpBlockOutputs(model);
-  const source = configured && configured.length > 0 ? 'config' : 'node names';
+  const { list, source } = upBlockTensors(model, bundleDir);
   if (list.length === 0) {
     throw new ModelError(
       `cannot find the UNet's up-block outputs in '${join(bundleDir, 'unet', 'model.onnx')}' (no editkit_feature_tensors in its config.json, no /up_blocks.N/ node names); name the decoder feature with --feature-tensor`,
