@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { devicesCommand } from './commands/devices.js';
 import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     editCommand(),
     dragCommand(),
     worldCommand(),
+    devicesCommand(),
   ]) {
     program.addCommand(command.showHelpAfterError('(run with --help for usage)').exitOverride());
   }

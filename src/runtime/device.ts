@@ -3,8 +3,15 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { UserError } from '../util/errors.js';
+import {
+  gpuHardware,
+  probeWebGpuInChild,
+  vulkanDrivers,
+  type AdapterKind,
+  type VulkanDriver,
+} from './adapters.js';
 
-/** Where the models run. `auto` picks CUDA if its provider libraries are installed, else WebGPU, else CPU. */
+/** Where the models run. `auto` picks CUDA if its provider is installed, else WebGPU on a real GPU, else CPU. */
 export type DeviceName = 'cpu' | 'webgpu' | 'cuda' | 'auto';
 export type ResolvedDevice = Exclude<DeviceName, 'auto'>;
 
@@ -74,28 +81,95 @@ export function vulkanLoaderPresent(): boolean {
   }
 }
 
-let webgpuAvailable: Promise<boolean> | undefined;
-
-/** Whether a WebGPU adapter exists, probed once per process with a one-node model. */
-export function probeWebGpu(): Promise<boolean> {
-  webgpuAvailable ??= (async () => {
-    if (!vulkanLoaderPresent()) return false;
-    try {
-      const session = await ort.InferenceSession.create(IDENTITY_MODEL, { executionProviders: ['webgpu'] });
-      await session.release();
-      return true;
-    } catch {
-      return false;
-    }
-  })();
-  return webgpuAvailable;
+export interface WebGpuStatus {
+  /** A WebGPU session could be created. */
+  available: boolean;
+  /**
+   * What the adapter is: a real GPU, a CPU rasteriser (SwiftShader, lavapipe: correct but far slower than the CPU
+   * provider), or unknown (Linux without a readable Vulkan driver list).
+   */
+  adapter: AdapterKind | 'unknown';
+  /** The Vulkan drivers the loader offers (Linux). */
+  drivers: VulkanDriver[];
+  /** GPUs the kernel exposes (Linux). */
+  hardware: string[];
+  /** Why WebGPU is unavailable, when it is. */
+  reason?: string;
+  /** What the native libraries printed during the probe (not shown unless asked for). */
+  nativeOutput: string;
+  seconds: number;
 }
 
+let webgpuStatus: Promise<WebGpuStatus> | undefined;
+
+/** Whether WebGPU works here and on what kind of adapter; probed once per process, in a child process. */
+export function probeWebGpuStatus(): Promise<WebGpuStatus> {
+  webgpuStatus ??= (async (): Promise<WebGpuStatus> => {
+    const drivers = vulkanDrivers();
+    const hardware = gpuHardware();
+    if (!vulkanLoaderPresent()) {
+      return {
+        available: false,
+        adapter: 'unknown',
+        drivers,
+        hardware,
+        reason: 'no Vulkan loader (libvulkan.so.1) is installed',
+        nativeOutput: '',
+        seconds: 0,
+      };
+    }
+    const probe = await probeWebGpuInChild(IDENTITY_MODEL);
+    // Dawn prefers a hardware adapter when one works; a hardware driver counts only where the kernel shows a GPU.
+    const adapter: WebGpuStatus['adapter'] =
+      process.platform !== 'linux'
+        ? 'gpu'
+        : drivers.some((d) => d.kind === 'gpu') && hardware.length > 0
+          ? 'gpu'
+          : drivers.length > 0
+            ? 'cpu'
+            : 'unknown';
+    return {
+      available: probe.ok,
+      adapter,
+      drivers,
+      hardware,
+      reason: probe.ok ? undefined : probe.error,
+      nativeOutput: probe.nativeOutput,
+      seconds: probe.seconds,
+    };
+  })();
+  return webgpuStatus;
+}
+
+/** Whether a WebGPU adapter of any kind exists (`--device webgpu` takes a CPU adapter when asked for). */
+export async function probeWebGpu(): Promise<boolean> {
+  return (await probeWebGpuStatus()).available;
+}
+
+/**
+ * `auto`: CUDA when its provider is installed, else WebGPU on a real GPU adapter, else the CPU. A CPU adapter
+ * (SwiftShader, lavapipe) counts as no GPU: ONNX Runtime's CPU provider is ~100× faster than WebGPU on it.
+ */
 export async function resolveDevice(device: DeviceName): Promise<ResolvedDevice> {
   if (device !== 'auto') return device;
-  if (cudaProviderInstalled()) return 'cuda';
-  if (await probeWebGpu()) return 'webgpu';
-  return 'cpu';
+  return (await autoDeviceChoice()).device;
+}
+
+/** What `auto` picks, and why. */
+export async function autoDeviceChoice(): Promise<{ device: ResolvedDevice; reason: string }> {
+  if (cudaProviderInstalled()) return { device: 'cuda', reason: 'the CUDA provider is installed' };
+  const webgpu = await probeWebGpuStatus();
+  if (webgpu.available && webgpu.adapter === 'gpu')
+    return { device: 'webgpu', reason: 'WebGPU has a GPU adapter' };
+  if (webgpu.available)
+    return {
+      device: 'cpu',
+      reason:
+        webgpu.adapter === 'cpu'
+          ? 'WebGPU only has a CPU adapter (a software Vulkan driver), slower than the CPU provider'
+          : 'WebGPU works but its adapter could not be identified as a GPU',
+    };
+  return { device: 'cpu', reason: `no GPU provider: ${webgpu.reason ?? 'WebGPU unavailable'}` };
 }
 
 /** Turns ORT's long native message for an unavailable provider into one line the user can act on. */
