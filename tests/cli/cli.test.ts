@@ -335,6 +335,38 @@ describe('user errors: one line, exit 2, no stack trace, no output file', () => 
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(message);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.stderr).not.toMatch(NATIVE_NOISE);
+    expect(r.stderr.trim().split('\n').length).toBeLessThanOrEqual(2); // the message (and commander's help hint)
     expect(readdirSync(dir).sort()).toEqual(['bad.npy']); // no (half-)written output
+  });
+});
+
+// What Dawn, Mesa and ORT print natively on some machines (CI installs Mesa's Vulkan drivers to provoke it).
+const NATIVE_NOISE =
+  /XDG_RUNTIME_DIR|Vulkan|BackendVk|PhysicalDevice|VerifyEachNodeIsAssignedToAnEp|\[W:onnxruntime/;
+
+describe('devices', () => {
+  it('lists the providers and what auto picks, as JSON, with no native noise', () => {
+    const r = editkit('devices', '--json');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as {
+      devices: { name: string; available: boolean; detail: string }[];
+      auto: { device: string; reason: string };
+    };
+    expect(report.devices.map((d) => d.name)).toEqual(['cpu', 'webgpu', 'cuda']);
+    expect(report.devices[0].available).toBe(true);
+    expect(['cpu', 'webgpu', 'cuda']).toContain(report.auto.device);
+    expect(report.auto.reason.length).toBeGreaterThan(0);
+    expect(r.stderr).not.toMatch(NATIVE_NOISE);
+    const human = editkit('devices');
+    expect(human.stdout).toMatch(/--device auto → (cpu|webgpu|cuda) \(/);
+  });
+
+  it('a run with --device auto is quiet on stderr apart from its own lines', () => {
+    const out = join(work, 'auto.png');
+    const r = editkit('generate', '--model', TINY, '--prompt', 'a cat', '--steps', '2', '--out', out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toMatch(NATIVE_NOISE);
+    expect(existsSync(out)).toBe(true);
   });
 });
