@@ -219,29 +219,41 @@ async function parityMain(argv: string[]): Promise<void> {
   const program = new Command('bench parity')
     .option('--model <dir>', 'model bundle (default: the bundled model, else tiny-sd)')
     .option('--devices <list>', 'reference device first', 'cpu,webgpu')
-    .option('--steps <n>', 'denoising / inversion steps', '20');
+    .option('--steps <n>', 'denoising / inversion steps', '20')
+    .option('--json', 'print one JSON object on stdout');
   program.parse(argv, { from: 'user' });
-  const opts = program.opts<{ model?: string; devices: string; steps: string }>();
+  const opts = program.opts<{ model?: string; devices: string; steps: string; json?: boolean }>();
   const model = opts.model ?? defaultModel();
   const [reference, ...others] = opts.devices.split(',') as ResolvedDevice[];
+  const log = (line: string) => (opts.json ? process.stderr : process.stdout).write(`${line}\n`);
   const base = await runOnDevice(model, reference, Number(opts.steps));
-  console.log(`suite: parity   model: ${model}   reference: ${reference}`);
-  console.log(
+  log(`suite: parity   model: ${model}   reference: ${reference}`);
+  log(
     `${reference}: text-to-image ${base.seconds.textToImage.toFixed(2)} s, inversion ${base.seconds.inversion.toFixed(2)} s, gradient ${base.seconds.gradient.toFixed(3)} s`,
   );
+  const rows: Record<string, unknown>[] = [{ device: reference, seconds: base.seconds }];
   for (const device of others) {
     if (device === 'webgpu' && !(await probeWebGpu())) {
-      console.log(`${device}: unavailable (no WebGPU adapter on this machine)`);
+      log(`${device}: unavailable (no WebGPU adapter on this machine)`);
+      rows.push({ device, error: 'no WebGPU adapter on this machine' });
       continue;
     }
     const run = await runOnDevice(model, device, Number(opts.steps));
-    console.log(
+    const differences = {
+      image: relativeDifference(base.image, run.image),
+      latents: relativeDifference(base.latents, run.latents),
+      inverted: relativeDifference(base.inverted, run.inverted),
+      gradient: relativeDifference(base.gradient, run.gradient),
+    };
+    rows.push({ device, seconds: run.seconds, differences });
+    log(
       `${device}: text-to-image ${run.seconds.textToImage.toFixed(2)} s, inversion ${run.seconds.inversion.toFixed(2)} s, gradient ${run.seconds.gradient.toFixed(3)} s`,
     );
-    console.log(
-      `${device} vs ${reference} (max |Δ| / max(1, |ref|)): image ${relativeDifference(base.image, run.image).toExponential(2)}, final latents ${relativeDifference(base.latents, run.latents).toExponential(2)}, inverted latents ${relativeDifference(base.inverted, run.inverted).toExponential(2)}, d loss/d latents ${relativeDifference(base.gradient, run.gradient).toExponential(2)}`,
+    log(
+      `${device} vs ${reference} (max |Δ| / max(1, |ref|)): image ${differences.image.toExponential(2)}, final latents ${differences.latents.toExponential(2)}, inverted latents ${differences.inverted.toExponential(2)}, d loss/d latents ${differences.gradient.toExponential(2)}`,
     );
   }
+  if (opts.json) process.stdout.write(`${JSON.stringify({ suite: 'parity', model, reference, rows })}\n`);
 }
 
 async function benchMain(argv: string[]): Promise<void> {

@@ -9,6 +9,7 @@
  * WebGPU sessions run one at a time (two at once can crash onnxruntime-node: onnxruntime issue 32561), so this is
  * the only test file that creates them.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -254,5 +255,21 @@ describe.runIf(run)('WebGPU gives the CPU provider’s numbers (tiny fixtures)',
     );
     for (const name of [grad.loss, ...Object.values(grad.gradients).slice(0, 6)])
       compare(`LoRA ${name}`, w[name], c[name], 1e-4);
+  });
+
+  it('npm run bench -- parity (tiny model, CPU reference) reports WebGPU within tolerance', () => {
+    const bench = join(import.meta.dirname, '..', '..', 'dist', 'bench', 'main.js');
+    const r = spawnSync(process.execPath, [bench, 'parity', '--model', TINY, '--steps', '3', '--json'], {
+      encoding: 'utf8',
+      env: process.env,
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { rows: { device: string; differences?: Record<string, number> }[] };
+    const webgpu = out.rows.find((row) => row.device === 'webgpu');
+    expect(webgpu?.differences, JSON.stringify(out)).toBeDefined();
+    for (const [what, error] of Object.entries(webgpu!.differences!)) {
+      report.push(`bench parity ${what}: ${error.toExponential(2)} (tolerance 1e-4)`);
+      expect(error, what).toBeLessThanOrEqual(1e-4);
+    }
   });
 });
