@@ -3,7 +3,9 @@ import { StableDiffusionBundle } from '../models/bundle.js';
 import type { ProgressCallback } from '../pipelines/common.js';
 import { createProgress, shouldShowProgress } from './progress.js';
 import { resolveModelDir, type InputSizeOptions, type RuntimeOptions } from './options.js';
-import { loadImage, type LoadedImage } from '../image/io.js';
+import { accessSync, constants, statSync } from 'node:fs';
+import { imageFormatOf, loadImage, type LoadedImage } from '../image/io.js';
+import { UserError } from '../util/errors.js';
 
 /**
  * What every model command does around its pipeline: load the bundle, show progress on a TTY (never with
@@ -13,7 +15,11 @@ export async function withBundle<T>(
   options: RuntimeOptions,
   label: string,
   run: (bundle: StableDiffusionBundle, onProgress: ProgressCallback) => Promise<T>,
+  files: { inputs?: (string | undefined)[]; imageOutputs?: (string | undefined)[] } = {},
 ): Promise<{ result: T; seconds: number; device: string; model: string }> {
+  // The user's mistakes are reported before any model loads or any device is probed.
+  for (const path of files.imageOutputs ?? []) if (path !== undefined) imageFormatOf(path);
+  for (const path of files.inputs ?? []) if (path !== undefined) assertReadable(path);
   const model = resolveModelDir(options.model);
   const started = performance.now();
   const bundle = await StableDiffusionBundle.load(model, {
@@ -42,6 +48,18 @@ export async function withBundle<T>(
     progress.stop();
     await bundle.release();
   }
+}
+
+function assertReadable(path: string): void {
+  try {
+    accessSync(path, constants.R_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new UserError(
+      `cannot read '${path}': ${code === 'ENOENT' ? 'no such file' : (code ?? String(error))}`,
+    );
+  }
+  if (statSync(path).isDirectory()) throw new UserError(`'${path}' is a folder, not a file`);
 }
 
 /** The command's input image, sized by --width/--height and the bundle's size multiple. */

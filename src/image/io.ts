@@ -221,17 +221,23 @@ const FORMATS: Record<string, 'png' | 'jpeg' | 'webp'> = {
  * .webp). The parent directory is created; the file is written atomically, so a failed encode or write never
  * leaves a partial image (or clobbers an existing one).
  */
-export async function saveImage(
-  tensor: NDArray,
-  path: string,
-  options: SaveImageOptions = {},
-): Promise<void> {
+/** The encoder for an output image path, from its extension; a UserError naming the choices otherwise. */
+export function imageFormatOf(path: string): 'png' | 'jpeg' | 'webp' {
   const ext = extname(path).toLowerCase();
   const format = FORMATS[ext];
   if (format === undefined) {
     const got = ext === '' ? 'it has no extension' : `unknown extension '${ext}'`;
     throw new UserError(`cannot save image '${path}': ${got}; use .png, .jpg, .jpeg or .webp`);
   }
+  return format;
+}
+
+export async function saveImage(
+  tensor: NDArray,
+  path: string,
+  options: SaveImageOptions = {},
+): Promise<void> {
+  const format = imageFormatOf(path);
   const quality = options.quality ?? 95;
   if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
     throw new UserError(`image quality must be an integer from 1 to 100, got ${quality}`);

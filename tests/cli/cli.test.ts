@@ -295,6 +295,17 @@ describe('user errors: one line, exit 2, no stack trace, no output file', () => 
       ['img2img', 'missing.png', '--model', TINY, '-p', 'x', '-o', 'OUT.png'],
       /missing\.png/,
     ],
+    [
+      // Checked before the model loads: the model folder does not even exist.
+      'output extension, before any model or device',
+      ['generate', '--model', '/nonexistent', '-p', 'x', '-o', 'OUT.bmpx'],
+      /cannot save image .*unknown extension '\.bmpx'/,
+    ],
+    [
+      'missing input, before any model or device',
+      ['edit', 'missing.png', '--model', '/nonexistent', '--to', 'x', '-o', 'OUT.png'],
+      /cannot read '.*missing\.png': no such file/,
+    ],
     ['missing prompt', ['generate', '--model', TINY, '-o', 'OUT.png'], /required option.*--prompt/],
     [
       'latents of the wrong shape',

@@ -161,6 +161,7 @@ export function dragCommand(): Command {
         });
         return { ...dragged, input: input.tensor, points };
       },
+      { inputs: [imagePath, options.mask, options.lora], imageOutputs: [options.out, options.arrows] },
     );
     await saveImage(result.image, options.out);
     if (options.saveLora && result.lora)

@@ -130,6 +130,10 @@ export function editCommand(): Command {
         });
         return { ...edited, input: input.tensor };
       },
+      {
+        inputs: [imagePath, options.maskIn],
+        imageOutputs: [options.out, options.saveMask, options.saveMaskMap, options.sideBySide],
+      },
     );
     await saveImage(result.image, options.out);
     if (options.saveMask) await saveImage(result.mask, options.saveMask);

@@ -31,20 +31,24 @@ export function generateCommand(): Command {
   addSamplingOptions(command, { steps: 50, guidance: 7.5 });
   return command.action(async (options: GenerateOptions) => {
     const latents = options.initLatents ? await readNpy(options.initLatents) : undefined;
-    const { result, seconds, device, model } = await withBundle(options, 'generate', (bundle, onProgress) =>
-      textToImage(bundle, {
-        prompt: options.prompt,
-        negativePrompt: options.negative,
-        numInferenceSteps: options.steps,
-        guidanceScale: options.guidance,
-        width: options.width,
-        height: options.height,
-        seed: options.seed,
-        latents,
-        eta: options.eta,
-        scheduler: options.scheduler,
-        onProgress,
-      }),
+    const { result, seconds, device, model } = await withBundle(
+      options,
+      'generate',
+      (bundle, onProgress) =>
+        textToImage(bundle, {
+          prompt: options.prompt,
+          negativePrompt: options.negative,
+          numInferenceSteps: options.steps,
+          guidanceScale: options.guidance,
+          width: options.width,
+          height: options.height,
+          seed: options.seed,
+          latents,
+          eta: options.eta,
+          scheduler: options.scheduler,
+          onProgress,
+        }),
+      { inputs: [options.initLatents], imageOutputs: [options.out] },
     );
     await saveImage(result.image, options.out);
     const [, , height, width] = result.image.shape;

@@ -52,6 +52,7 @@ export function img2imgCommand(): Command {
           onProgress,
         });
       },
+      { inputs: [imagePath, options.noise], imageOutputs: [options.out] },
     );
     await saveImage(result.image, options.out);
     report(

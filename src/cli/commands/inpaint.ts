@@ -61,6 +61,7 @@ export function inpaintCommand(): Command {
           onProgress,
         });
       },
+      { inputs: [imagePath, options.mask, options.noise], imageOutputs: [options.out] },
     );
     await saveImage(result.image, options.out);
     report(

@@ -69,6 +69,7 @@ export function invertCommand(): Command {
           onProgress,
         });
       },
+      { inputs: [imagePath], imageOutputs: [options.reconstruction] },
     );
     await writeNpy(options.out, result.latents);
     if (options.intermediates) {
