@@ -32,6 +32,7 @@ import {
 import { saveDragArrows } from '../pipelines/drag/arrows.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { parseDevice } from '../runtime/device.js';
+import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import {
   applicableScene,
@@ -135,12 +136,16 @@ export async function benchDrag(
     for (const [index, seed] of seeds.entries()) {
       const task = options.tasks[index % options.tasks.length];
       const sceneOptions = { ...options.scene, width: size, height: size };
-      const edit = await sampleEdit(
-        applicableScene(seed, task, sceneOptions),
-        task,
-        seed,
-        editVocabulary(sceneOptions),
-      );
+      let scene: Scene;
+      try {
+        scene = applicableScene(seed, task, sceneOptions);
+      } catch (error) {
+        // e.g. a subset whose objects fill the frame: nothing small enough to move inside the image
+        if (!(error instanceof UserError)) throw error;
+        options.log(`case ${index + 1}: skipped (${error.message})`);
+        continue;
+      }
+      const edit = await sampleEdit(scene, task, seed, editVocabulary(sceneOptions));
       const drag = edit.drag;
       if (!drag || drag.handles.length === 0) {
         options.log(`case ${index + 1}: no drag points (${edit.instruction}); skipped`);

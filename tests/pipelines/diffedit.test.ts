@@ -157,7 +157,7 @@ describe('DiffEdit end to end on the bundled EmojiWorld model', () => {
     try {
       const ious: number[] = [];
       const backgrounds: number[] = [];
-      for (const seed of splitSeeds('heldout', 5)) {
+      for (const seed of splitSeeds('heldout', 8)) {
         const edit = await sampleEdit(sampleScene(seed, world), 'replace', seed, editVocabulary(world));
         const source = await renderScene(edit.source);
         const size = { width: edit.width, height: edit.height };
@@ -166,6 +166,7 @@ describe('DiffEdit end to end on the bundled EmojiWorld model', () => {
           prompt: edit.targetCaption,
           sourcePrompt: edit.sourceCaption,
           numInferenceSteps: 25,
+          strength: 0.5,
           seed,
         });
         const truth = new NDArray(
@@ -185,8 +186,10 @@ describe('DiffEdit end to end on the bundled EmojiWorld model', () => {
       console.info(
         `[diffedit, emoji-ldm] mask IoU ${mean(ious).toFixed(3)}, background PSNR ${mean(backgrounds).toFixed(2)} dB`,
       );
-      expect(mean(ious)).toBeGreaterThanOrEqual(0.6);
-      expect(mean(backgrounds)).toBeGreaterThanOrEqual(30);
+      // Issue 9's bars for the bundled model (bench diffedit: 50 cases, 50 steps): mask IoU ≥ 0.5, background
+      // ≥ 28 dB. Here 8 cases at 25 steps, r = 0.5 (the bench's setting that meets all its bars).
+      expect(mean(ious)).toBeGreaterThanOrEqual(0.5);
+      expect(mean(backgrounds)).toBeGreaterThanOrEqual(28);
     } finally {
       await emoji.release();
     }

@@ -792,40 +792,57 @@ describe('DragDiffusion on the bundled EmojiWorld model', () => {
     const { locateSprite } = await import('../../src/bench/drag.js');
     const emoji = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
     try {
-      const seed = splitSeed('heldout', 0);
-      const edit = await sampleEdit(
-        applicableScene(seed, 'move', world),
-        'move',
-        seed,
-        editVocabulary(world),
-      );
-      const source = await renderScene(edit.source);
-      const input = rgb8ToTensor({ data: source.image, width: edit.width, height: edit.height }, '[-1,1]');
-      const mask = new NDArray(
-        Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
-        [1, 1, edit.height, edit.width],
-      );
-      // 40 LoRA steps instead of 80 keep the CPU run to a few minutes; everything else is the official default.
-      const result = await dragDiffusion(emoji, {
-        image: input,
-        handles: edit.drag!.handles,
-        targets: edit.drag!.targets,
-        mask,
-        prompt: edit.sourceCaption,
-        loraSteps: 40,
-        seed: 0,
-      });
-      const object = edit.target.objects[edit.changed.target[0]];
-      const before = await locateSprite(
-        input.map((v) => v / 2 + 0.5),
-        edit.target,
-        object,
-      );
-      const after = await locateSprite(result.image, edit.target, object);
+      const { UserError } = await import('../../src/util/errors.js');
+      // The first three held-out scenes where a move applies (some `core` objects fill the frame) and the moved
+      // object has no twin.
+      const before: number[] = [];
+      const after: number[] = [];
+      for (let index = 0; before.length < 3; index++) {
+        const seed = splitSeed('heldout', index);
+        let scene;
+        try {
+          scene = applicableScene(seed, 'move', world);
+        } catch (error) {
+          if (error instanceof UserError) continue;
+          throw error;
+        }
+        const edit = await sampleEdit(scene, 'move', seed, editVocabulary(world));
+        const moved = edit.target.objects[edit.changed.target[0]];
+        // Template matching cannot tell two sprites of one class apart ("two penguins"): use scenes without twins.
+        if (edit.target.objects.filter((o) => o.class === moved.class).length > 1) continue;
+        const source = await renderScene(edit.source);
+        const input = rgb8ToTensor({ data: source.image, width: edit.width, height: edit.height }, '[-1,1]');
+        const mask = new NDArray(
+          Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+          [1, 1, edit.height, edit.width],
+        );
+        // Everything is the official default (80 LoRA steps, inversion to 0.7 of 50 steps, 80 drag iterations).
+        const result = await dragDiffusion(emoji, {
+          image: input,
+          handles: edit.drag!.handles,
+          targets: edit.drag!.targets,
+          mask,
+          prompt: edit.sourceCaption,
+          seed: 0,
+        });
+        const object = edit.target.objects[edit.changed.target[0]];
+        before.push(
+          (
+            await locateSprite(
+              input.map((v) => v / 2 + 0.5),
+              edit.target,
+              object,
+            )
+          ).distance,
+        );
+        after.push((await locateSprite(result.image, edit.target, object)).distance);
+      }
+      const mean = (xs: number[]) => xs.reduce((p, v) => p + v, 0) / xs.length;
       console.info(
-        `[drag, emoji-ldm] sprite centre distance to target: input ${before.distance.toFixed(1)} px → result ${after.distance.toFixed(1)} px`,
+        `[drag, emoji-ldm] moved sprite's centre to its target: input ${before.map((d) => d.toFixed(1)).join(', ')} px → result ${after.map((d) => d.toFixed(1)).join(', ')} px`,
       );
-      expect(after.distance).toBeLessThan(before.distance);
+      // Issue 9's bar is a ≥ 50% cut in (DIFT) Mean Distance; here the ground-truth sprite distance must halve.
+      expect(mean(after)).toBeLessThanOrEqual(0.5 * mean(before));
     } finally {
       await emoji.release();
     }
