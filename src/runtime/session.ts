@@ -50,6 +50,9 @@ export class ModelSession {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: executionProviders(options.device),
       graphOptimizationLevel: 'all',
+      // ORT's warnings (e.g. VerifyEachNodeIsAssignedToAnEp on GPU providers, which place shape ops on the CPU on
+      // purpose) are not the user's business; errors still surface as exceptions. EDITKIT_DEBUG=1 shows them.
+      logSeverityLevel: process.env.EDITKIT_DEBUG ? 2 : 3,
     };
     if (options.intraOpNumThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpNumThreads;
     let session: ort.InferenceSession;
