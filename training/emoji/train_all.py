@@ -175,6 +175,16 @@ def main(argv=None) -> dict:
     def have(name):
         return args.resume and os.path.exists(ckpt(name))
 
+    def restore(name, module) -> bool:
+        """With --resume and a finished stage's checkpoint: load it, record its stats, skip the stage's time."""
+        if not have(name):
+            return False
+        s = torch.load(ckpt(name))
+        module.load_state_dict(s["model"])
+        report["stages"][name] = s["stats"]
+        clock.share(name)
+        return True
+
     def partial(name):
         """Mid-stage checkpoints (every `checkpoint_every_s`), read back only with --resume."""
         path = os.path.join(work, f"{name}.partial.pt")
@@ -222,12 +232,7 @@ def main(argv=None) -> dict:
 
     seed_everything(args.seed + 1)
     vae = build_vae(P["vae"])
-    if have("vae"):
-        s = torch.load(ckpt("vae"))
-        vae.load_state_dict(s["model"])
-        report["stages"]["vae"] = s["stats"]
-        clock.share("vae")
-    else:
+    if not restore("vae", vae):
         st = train_vae(vae, train, P["vae"], device, clock.share("vae"), args.seed + 1, partial("vae"))
         report["stages"]["vae"] = st
         torch.save({"model": vae.state_dict(), "stats": st}, ckpt("vae"))
@@ -243,12 +248,7 @@ def main(argv=None) -> dict:
 
     seed_everything(args.seed + 3)
     judge = Judge(len(class_names), len(bg_names), tuple(P["judge"]["widths"]))
-    if have("judge"):
-        s = torch.load(ckpt("judge"))
-        judge.load_state_dict(s["model"])
-        report["stages"]["judge"] = s["stats"]
-        clock.share("judge")
-    else:
+    if not restore("judge", judge):
         seconds = clock.share("judge")
         t = time.time()
         n_rec = min(len(train), P["judge"].get("recon_images", 0))
@@ -274,12 +274,7 @@ def main(argv=None) -> dict:
 
     seed_everything(args.seed + 2)
     clip = SmallCLIP(tok.vocab_size, {**P["clip"], "max_length": max_length})
-    if have("clip"):
-        s = torch.load(ckpt("clip"))
-        clip.load_state_dict(s["model"])
-        report["stages"]["clip"] = s["stats"]
-        clock.share("clip")
-    else:
+    if not restore("clip", clip):
         st = train_clip(clip, train, tok, P["clip"], device, clock.share("clip"), args.seed + 2)
         report["stages"]["clip"] = st
         torch.save({"model": clip.state_dict(), "stats": st}, ckpt("clip"))
