@@ -58,15 +58,25 @@ export {
   findLoraTargets,
   foldInitializerCasts,
   loadLora,
+  LORA_INIT_A,
+  loraInitStd,
   loraTensors,
   mergedWeight,
   saveLora,
   type LoraAdapter,
+  type LoraInitA,
   type LoraModel,
   type LoraOp,
   type LoraOptions,
   type LoraTarget,
 } from './lora.js';
+export {
+  fromPeftLayout,
+  LORA_KEY_LAYOUTS,
+  toPeftLayout,
+  type LoraKeyLayout,
+  type PeftLora,
+} from './lora_layouts.js';
 export {
   Adam,
   AdamW,

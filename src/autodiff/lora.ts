@@ -5,7 +5,9 @@
  *  - MatMul (torch's Linear exports x @ Wᵀ): A [r, in], B [out, r], Δ = (x @ Aᵀ) @ Bᵀ;
  *  - Gemm (transA = 0): the same, with in/out read from transB;
  *  - Conv (group 1): A [r, in, kh, kw] with the base conv's strides/pads/dilations, B [out, r, 1, 1].
- * scale = alpha / rank. B starts at zero (the adapted model equals the base), A ~ N(0, 1/in) (seeded).
+ * scale = alpha / rank. B starts at zero (the adapted model equals the base). A starts as diffusers'
+ * `LoRALinearLayer`/`LoRAConv2dLayer` draw it, N(0, (1/rank)²), so that adapters trained here move as fast as the
+ * reference code's; `initA: 'fan-in'` draws N(0, 1/fan_in) instead (EditKit's first init, kept for comparison).
  *
  * Modules are named after the node (`/down_blocks.0/attentions.0/…/attn1/to_q/MatMul` gives
  * `down_blocks.0.attentions.0.….attn1.to_q`), else after the weight (`conv_in.weight` gives `conv_in`).
@@ -33,6 +35,7 @@ import {
   type SafeTensor,
 } from './safetensors.js';
 import { Generator } from '../runtime/random.js';
+import { fromPeftLayout, toPeftLayout, type LoraKeyLayout } from './lora_layouts.js';
 
 export type LoraOp = 'MatMul' | 'Gemm' | 'Conv';
 
@@ -61,6 +64,20 @@ export interface LoraOptions {
   seed?: number;
   /** B's initialisation: zeros (default, the adapter starts as a no-op) or small normal values. */
   initB?: 'zeros' | 'normal';
+  /** A's initialisation (see {@link LoraInitA}; default 'diffusers'). */
+  initA?: LoraInitA;
+}
+
+/**
+ * How A is drawn: 'diffusers' is N(0, (1/rank)²) as diffusers' LoRA layers (and so DragDiffusion's reference code)
+ * do; 'fan-in' is N(0, 1/fan_in), where fan_in = in_features · kernel size.
+ */
+export type LoraInitA = 'diffusers' | 'fan-in';
+export const LORA_INIT_A: readonly LoraInitA[] = ['diffusers', 'fan-in'];
+
+/** The standard deviation of A's entries under `init`. */
+export function loraInitStd(init: LoraInitA, rank: number, fanIn: number): number {
+  return init === 'fan-in' ? 1 / Math.sqrt(fanIn) : 1 / rank;
 }
 
 export interface LoraAdapter extends LoraTarget {
@@ -119,6 +136,8 @@ export function addLora(model: ModelProto, options: LoraOptions): LoraModel {
   const { rank } = options;
   if (!Number.isInteger(rank) || rank < 1)
     throw new Error(`LoRA rank must be a positive integer, got ${rank}`);
+  if (options.initA !== undefined && !LORA_INIT_A.includes(options.initA))
+    throw new Error(`LoRA init must be one of ${LORA_INIT_A.join(', ')}, got '${String(options.initA)}'`);
   const scale = (options.alpha ?? rank) / rank;
   const prefix = options.prefix ?? '';
   const chosen = findLoraTargets(model, options.ops ?? ['MatMul', 'Gemm', 'Conv']).filter((t) =>
@@ -162,11 +181,12 @@ export function addLora(model: ModelProto, options: LoraOptions): LoraModel {
     const bName = `${module}.lora_B.weight`;
     if (graph.has(aName) || graph.has(bName))
       throw new Error(`addLora: '${aName}' already exists (LoRA applied twice?)`);
-    const fanIn = aDims.slice(1).reduce((p, d) => p * d, 1);
-    const aValues = Float32Array.from(
-      { length: aDims.reduce((p, d) => p * d, 1) },
-      () => gen.normal() / Math.sqrt(fanIn),
+    const std = loraInitStd(
+      options.initA ?? 'diffusers',
+      rank,
+      aDims.slice(1).reduce((p, d) => p * d, 1),
     );
+    const aValues = Float32Array.from({ length: aDims.reduce((p, d) => p * d, 1) }, () => gen.normal() * std);
     const bValues =
       options.initB === 'normal'
         ? Float32Array.from({ length: bDims.reduce((p, d) => p * d, 1) }, () => gen.normal() * 0.01)
@@ -224,7 +244,9 @@ export function loraTensors(
 
 /**
  * Write the adapter values (`values` overrides the model's, e.g. the optimizer's Float32Arrays) and the
- * rank/alpha metadata to a safetensors file.
+ * rank/alpha metadata to a safetensors file, in PEFT's key layout or diffusers' (see lora_layouts.ts). The
+ * diffusers layouts carry no alpha that diffusers reads, so there each adapter's scale is folded into B and the
+ * file says alpha = rank: every reader then applies the same ΔW.
  */
 export async function saveLora(
   path: string,
@@ -233,8 +255,10 @@ export async function saveLora(
     values?: Readonly<Record<string, Float32Array>>;
     dtype?: 'F32' | 'F16' | 'BF16';
     metadata?: Record<string, string>;
+    layout?: LoraKeyLayout;
   } = {},
 ): Promise<void> {
+  const layout = options.layout ?? 'peft';
   const tensors = loraTensors(lora.model, lora.adapters, options.dtype);
   for (const [name, v] of Object.entries(options.values ?? {})) {
     const t = tensors.get(name);
@@ -242,17 +266,35 @@ export async function saveLora(
     tensors.set(name, float32ToSafeTensor(v, t.shape, options.dtype));
   }
   const first = lora.adapters[0];
-  await writeSafetensors(path, tensors, {
+  let alpha = (first?.scale ?? 1) * (first?.rank ?? 0);
+  if (layout !== 'peft') {
+    for (const adapter of lora.adapters) {
+      if (adapter.scale === 1) continue;
+      const b = tensors.get(adapter.b)!;
+      tensors.set(
+        adapter.b,
+        float32ToSafeTensor(
+          safeTensorToFloat32(b).map((v) => v * adapter.scale),
+          b.shape,
+          options.dtype,
+        ),
+      );
+    }
+    alpha = first?.rank ?? 0;
+  }
+  await writeSafetensors(path, fromPeftLayout(tensors, layout), {
     format: 'pt',
     lora_rank: String(first?.rank ?? 0),
-    lora_alpha: String((first?.scale ?? 1) * (first?.rank ?? 0)),
+    lora_alpha: String(alpha),
+    lora_key_layout: layout,
     ...options.metadata,
   });
 }
 
 /**
- * Load adapter values into the model's LoRA initializers (in place). Every adapter tensor of the model must be
- * in the file with the same shape; extra tensors in the file are an error unless `allowExtra`.
+ * Load adapter values into the model's LoRA initializers (in place), from a file in any key layout. Every adapter
+ * tensor of the model must be in the file with the same shape; extra tensors in the file are an error unless
+ * `allowExtra`.
  */
 export async function loadLora(
   path: string,
@@ -263,28 +305,38 @@ export async function loadLora(
   applyLoraTensors(lora, file.tensors, options);
 }
 
+/**
+ * Set the adapters from tensors in any key layout. A per-module alpha in the file (`<module>.alpha`) that differs
+ * from the adapter's own scale is folded into B, so ΔW is what the file means.
+ */
 export function applyLoraTensors(
   lora: LoraModel,
   tensors: ReadonlyMap<string, SafeTensor>,
   options: { allowExtra?: boolean } = {},
 ): void {
+  const peft = toPeftLayout(tensors, options);
   const inits = initializerMap(lora.model);
   const names = lora.adapters.flatMap((a) => [a.a, a.b]);
-  for (const name of names) {
-    const t = tensors.get(name);
-    if (!t) throw new Error(`the LoRA file has no tensor '${name}'`);
-    const init = inits.get(name);
-    if (!init) throw new Error(`LoRA tensor '${name}' is not an initializer of the model`);
-    const dims = tensorDims(init);
-    if (t.shape.join(',') !== dims.join(',')) {
-      throw new Error(
-        `LoRA tensor '${name}' has shape [${t.shape.join(', ')}], the model expects [${dims.join(', ')}]`,
-      );
+  for (const adapter of lora.adapters) {
+    const alpha = peft.alphas.get(adapter.module);
+    const rescale = alpha === undefined ? 1 : alpha / adapter.rank / adapter.scale;
+    for (const name of [adapter.a, adapter.b]) {
+      const t = peft.tensors.get(name);
+      if (!t) throw new Error(`the LoRA file has no tensor '${name}'`);
+      const init = inits.get(name);
+      if (!init) throw new Error(`LoRA tensor '${name}' is not an initializer of the model`);
+      const dims = tensorDims(init);
+      if (t.shape.join(',') !== dims.join(',')) {
+        throw new Error(
+          `LoRA tensor '${name}' has shape [${t.shape.join(', ')}], the model expects [${dims.join(', ')}]`,
+        );
+      }
+      const values = safeTensorToFloat32(t);
+      setTensorValues(init, name === adapter.b && rescale !== 1 ? values.map((v) => v * rescale) : values);
     }
-    setTensorValues(init, safeTensorToFloat32(t));
   }
   if (!options.allowExtra) {
-    const extra = [...tensors.keys()].filter((k) => !names.includes(k));
+    const extra = [...peft.tensors.keys()].filter((k) => !names.includes(k));
     if (extra.length > 0)
       throw new Error(
         `the LoRA file has tensors this model has no adapter for: ${extra.slice(0, 5).join(', ')}`,

@@ -64,6 +64,34 @@ export class PerceptualDistance {
     return this.layers.map((name) => out[name]);
   }
 
+  /**
+   * A dense descriptor for point matching, on a network other than the diffusion model: the layers with a stride
+   * of at most `maxStride` input pixels, each unit-normalised over channels per position (so each layer weighs the
+   * same in a cosine similarity), upsampled bilinearly to the image size and stacked: [1, ΣC, H, W].
+   */
+  async featureMap(image: NDArray, maxStride = 8): Promise<{ map: NDArray; layers: string[] }> {
+    const [, , height, width] = image.shape;
+    const maps = await this.features(image);
+    const kept: NDArray[] = [];
+    const layers: string[] = [];
+    maps.forEach((m, l) => {
+      const [, c, h, w] = m.shape;
+      if (this.inputSize / h > maxStride) return;
+      const plane = h * w;
+      const unit = new Float32Array(m.data.length);
+      for (let p = 0; p < plane; p++) {
+        let n = 0;
+        for (let k = 0; k < c; k++) n += m.data[k * plane + p] ** 2;
+        const inv = 1 / (Math.sqrt(n) + 1e-10);
+        for (let k = 0; k < c; k++) unit[k * plane + p] = m.data[k * plane + p] * inv;
+      }
+      kept.push(resizeBilinearChannels(new NDArray(unit, [1, c, h, w]), height, width));
+      layers.push(this.layers[l]);
+    });
+    if (kept.length === 0) throw new Error(`no perceptual layer has a stride ≤ ${maxStride}`);
+    return { map: NDArray.concatChannels(kept), layers };
+  }
+
   /** Distance between two images, optionally only where `region` ([1, 1, H, W], 1 = counted) is set. */
   async distance(a: NDArray, b: NDArray, region?: NDArray): Promise<number> {
     const [fa, fb] = [await this.features(a), await this.features(b)];

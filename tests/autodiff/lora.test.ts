@@ -8,10 +8,19 @@ import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildGradient, mseLoss } from '../../src/autodiff/index.js';
-import { addLora, findLoraTargets, loadLora, mergedWeight, saveLora } from '../../src/autodiff/lora.js';
+import {
+  addLora,
+  findLoraTargets,
+  loadLora,
+  loraInitStd,
+  mergedWeight,
+  saveLora,
+  type LoraInitA,
+} from '../../src/autodiff/lora.js';
+import { fromPeftLayout, LORA_KEY_LAYOUTS, toPeftLayout } from '../../src/autodiff/lora_layouts.js';
 import { graphOf, setTensorValues, tensorToFloat32, type ModelProto } from '../../src/autodiff/onnx_io.js';
 import { Adam } from '../../src/autodiff/optim.js';
-import { readSafetensors } from '../../src/autodiff/safetensors.js';
+import { float32ToSafeTensor, readSafetensors, writeSafetensors } from '../../src/autodiff/safetensors.js';
 import {
   createSession,
   expectGradients,
@@ -237,5 +246,156 @@ describe('fitting a LoRA', () => {
     const fewer = addLora(base, { rank: 2, targets: /to_q$/ });
     await expect(loadLora(file, fewer)).rejects.toThrow(/no adapter for/);
     await loadLora(file, fewer, { allowExtra: true });
+  });
+});
+
+describe("A's initialisation", () => {
+  /** Sample standard deviation of every A factor of a rank-r LoRA on `model`. */
+  const aStd = (model: ModelProto, options: Parameters<typeof addLora>[1]) => {
+    const lora = addLora(model, options);
+    const inits = new Map(graphOf(lora.model).initializer.map((t) => [t.name, t]));
+    return lora.adapters.map((a) => {
+      const v = tensorToFloat32(inits.get(a.a)!);
+      const mean = v.reduce((s, x) => s + x, 0) / v.length;
+      return { module: a.module, std: Math.sqrt(v.reduce((s, x) => s + (x - mean) ** 2, 0) / v.length), n: v.length };
+    });
+  };
+
+  it("defaults to diffusers' LoRALinearLayer: N(0, (1/rank)²), whatever the fan-in (MatMul and Conv)", () => {
+    const dim = 64;
+    for (const rank of [4, 16]) {
+      const stats = aStd(attentionBlock('float32', dim), { rank, targets: () => true });
+      expect(stats.length).toBe(6);
+      for (const s of stats) {
+        // Standard error of a sample std is σ/√(2n): n = rank·fan_in ≥ 192 values here.
+        expect(Math.abs(s.std * rank - 1)).toBeLessThan(4 / Math.sqrt(2 * s.n));
+      }
+    }
+  });
+
+  it("'fan-in' draws N(0, 1/fan_in) (EditKit's first init), and a bad name is refused", () => {
+    const dim = 64;
+    const stats = aStd(attentionBlock('float32', dim), { rank: 16, initA: 'fan-in' });
+    for (const s of stats) expect(Math.abs(s.std * Math.sqrt(dim) - 1)).toBeLessThan(4 / Math.sqrt(2 * s.n));
+    // the two differ by √fan_in / rank = 0.5 here: a test that could not tell them apart would fail one of these
+    expect(loraInitStd('fan-in', 16, dim) / loraInitStd('diffusers', 16, dim)).toBeCloseTo(2, 6);
+    expect(() =>
+      addLora(attentionBlock(), { rank: 2, initA: 'kaiming' as unknown as LoraInitA }),
+    ).toThrow(/LoRA init must be one of diffusers, fan-in/);
+  });
+});
+
+describe('LoRA key layouts', () => {
+  /** A trained-looking LoRA: random B, alpha ≠ rank, so a reader that dropped the scale would be caught. */
+  const trained = (alpha = 4) => {
+    const base = attentionBlock();
+    const lora = addLora(base, { rank: 2, alpha, prefix: 'unet.', initB: 'normal', seed: 3 });
+    for (const t of graphOf(lora.model).initializer.filter((t) => t.name.endsWith('lora_B.weight')))
+      setTensorValues(
+        t,
+        tensorToFloat32(t).map((v) => v * 40),
+      );
+    return { base, lora };
+  };
+  const output = async (model: ModelProto) => {
+    const x = randTensor('float32', [2, 5, 8], 9);
+    return values((await runModel(model, { x }))[graphOf(model).output[0].name]);
+  };
+  const maxDiff = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+
+  it('names factors as PEFT, diffusers and the attention-processor layout do, and back', () => {
+    const a = float32ToSafeTensor(new Float32Array(4), [2, 2]);
+    const peft = new Map([
+      ['unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight', a],
+      ['unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight', a],
+      ['unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_A.weight', a],
+      ['unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora_B.weight', a],
+    ]);
+    expect([...fromPeftLayout(peft, 'diffusers').keys()]).toEqual([
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight',
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.up.weight',
+      'unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora.down.weight',
+      'unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0.lora.up.weight',
+    ]);
+    const procs = fromPeftLayout(peft, 'attn-procs');
+    expect([...procs.keys()]).toEqual([
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight',
+      'unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight',
+      'unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.down.weight',
+      'unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.up.weight',
+    ]);
+    for (const layout of LORA_KEY_LAYOUTS) {
+      const back = toPeftLayout(fromPeftLayout(peft, layout));
+      expect(back.layout).toBe(layout);
+      expect([...back.tensors.keys()]).toEqual([...peft.keys()]);
+    }
+    expect(() => fromPeftLayout(new Map([['unet.conv_in.lora_A.weight', a]]), 'attn-procs')).toThrow(
+      /not an attention projection/,
+    );
+    expect(() => toPeftLayout(new Map([['unet.x.to_q.lora.down.weight', a]]))).toThrow(/has no partner/);
+    expect(() =>
+      toPeftLayout(
+        new Map([
+          ['a.to_q.lora.down.weight', a],
+          ['a.to_q.lora.up.weight', a],
+          ['b.to_k.lora_A.weight', a],
+          ['b.to_k.lora_B.weight', a],
+        ]),
+      ),
+    ).toThrow(/mixes LoRA key layouts: diffusers, peft/);
+    expect(() => toPeftLayout(new Map([['text_model.embeddings.weight', a]]))).toThrow(/not LoRA factors/);
+  });
+
+  it('saves and loads in every layout with the same effect (alpha ≠ rank folded into B for diffusers)', async () => {
+    const { base, lora } = trained(4);
+    const want = await output(lora.model);
+    for (const layout of LORA_KEY_LAYOUTS) {
+      const file = join(scratch, `layout-${layout}.safetensors`);
+      await saveLora(file, lora, { layout });
+      const read = await readSafetensors(file);
+      expect(read.metadata.lora_key_layout).toBe(layout);
+      // A fresh LoRA of the same shape and the file's own alpha (rank when it says nothing else), filled from it.
+      const fresh = addLora(base, { rank: 2, alpha: Number(read.metadata.lora_alpha), prefix: 'unet.' });
+      await loadLora(file, fresh);
+      expect(maxDiff(await output(fresh.model), want)).toBeLessThan(1e-5);
+    }
+  });
+
+  it("reads a file with the official DragDiffusion code's key names and per-module alphas", async () => {
+    const { base, lora } = trained(2);
+    const want = await output(lora.model);
+    const inits = new Map(graphOf(lora.model).initializer.map((t) => [t.name, t]));
+    // What diffusers' AttnProcsLayers + LoraLoaderMixin.save_lora_weights write (to_out_lora adapts to_out.0),
+    // without an alpha: diffusers applies it at scale 1.
+    const tensors = new Map<string, ReturnType<typeof float32ToSafeTensor>>();
+    for (const a of lora.adapters) {
+      const m = /^unet\.(.+)\.(to_q|to_k|to_v|to_out)(\.0)?$/.exec(a.module)!;
+      const key = `unet.${m[1]}.processor.${m[2]}_lora`;
+      const A = inits.get(a.a)!;
+      const B = inits.get(a.b)!;
+      tensors.set(`${key}.down.weight`, float32ToSafeTensor(tensorToFloat32(A), A.dims.map(Number)));
+      tensors.set(`${key}.up.weight`, float32ToSafeTensor(tensorToFloat32(B), B.dims.map(Number)));
+    }
+    const file = join(scratch, 'reference-keys.safetensors');
+    await writeSafetensors(file, tensors, { format: 'pt' });
+    const fresh = addLora(base, { rank: 2, prefix: 'unet.' });
+    await loadLora(file, fresh);
+    // scale 1 on both sides (trained(2): alpha = rank): the same model
+    expect(maxDiff(await output(fresh.model), want)).toBeLessThan(1e-5);
+
+    // The same factors with per-module alphas of 1 (scale ½): the branch is halved.
+    for (const a of lora.adapters) {
+      const m = /^unet\.(.+)\.(to_q|to_k|to_v|to_out)(\.0)?$/.exec(a.module)!;
+      tensors.set(`unet.${m[1]}.processor.${m[2]}_lora.alpha`, float32ToSafeTensor(Float32Array.of(1), []));
+    }
+    await writeSafetensors(file, tensors, { format: 'pt' });
+    const halved = addLora(base, { rank: 2, prefix: 'unet.' });
+    await loadLora(file, halved);
+    const half = addLora(base, { rank: 2, alpha: 1, prefix: 'unet.' });
+    const halfInits = new Map(graphOf(half.model).initializer.map((t) => [t.name, t]));
+    for (const name of lora.parameters) setTensorValues(halfInits.get(name)!, tensorToFloat32(inits.get(name)!));
+    const wantHalf = await output(half.model);
+    expect(maxDiff(await output(halved.model), wantHalf)).toBeLessThan(1e-5);
+    expect(maxDiff(wantHalf, want)).toBeGreaterThan(1e-2);
   });
 });

@@ -23,6 +23,7 @@ import {
   foldInitializerCasts,
   formatDragPoints,
   handlesReached,
+  inversionStepCount,
   loadDragLora,
   mergeLora,
   motionLoss,
@@ -42,6 +43,7 @@ import { Generator } from '../../src/runtime/random.js';
 import { createScheduler } from '../../src/schedulers/index.js';
 import { UserError } from '../../src/util/errors.js';
 import { readNpy } from '../../src/util/npy.js';
+import { readSafetensors } from '../../src/autodiff/safetensors.js';
 import { TinyModel } from '../autodiff/harness.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -115,6 +117,16 @@ describe('drag points', () => {
   it('maps pixels to the supervision grid like the official code (round half to even), clamped to the grid', () => {
     expect(toGrid([3, 5], 32, 32, 16, 16)).toEqual([2, 2]); // 2.5 → 2, 1.5 → 2
     expect(toGrid([31, 31], 32, 32, 16, 16)).toEqual([15, 15]); // 15.5 → 16, one past the grid
+  });
+
+  it("counts inverted steps with Python's round (halves to even), as the official code", () => {
+    // Python: round(50 * 0.45) = 22, round(50 * 0.65) = 32, round(50 * 0.85) = 42; Math.round gives one more.
+    expect(inversionStepCount(50, 0.45)).toBe(22);
+    expect(inversionStepCount(50, 0.65)).toBe(32);
+    expect(inversionStepCount(50, 0.85)).toBe(42);
+    expect(inversionStepCount(50, 0.7)).toBe(35);
+    expect(inversionStepCount(50, 0.75)).toBe(38); // 37.5 → 38 (even)
+    expect(inversionStepCount(10, 0.05)).toBe(0); // 0.5 → 0, which the pipeline refuses
   });
 
   it('the pipeline rejects bad inputs before any model runs', async () => {
@@ -492,6 +504,16 @@ describe('LoRA on the input image', () => {
     const loaded = new UNet(
       await sessionFromModel(mergeLora(unetModel, await loadDragLora(path, unetModel)), settings),
     );
+    // The official code's key names (AttnProcsLayers: `unet.….attn1.processor.to_q_lora.down.weight`).
+    const referencePath = join(scratch, 'lora-reference-keys.safetensors');
+    await saveDragLora(referencePath, trained.lora, {}, 'attn-procs');
+    const referenceKeys = [...(await readSafetensors(referencePath)).tensors.keys()];
+    expect(referenceKeys.every((k) => /^unet\..+\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k))).toBe(
+      true,
+    );
+    const loadedReference = new UNet(
+      await sessionFromModel(mergeLora(unetModel, await loadDragLora(referencePath, unetModel)), settings),
+    );
     try {
       const after = await evalLoss(merged);
       console.info(
@@ -505,8 +527,9 @@ describe('LoRA on the input image', () => {
       const viaMerged = await merged.predict(noisy, t, embedding);
       expect(maxDiff(viaMerged.data, (await branch.predict(noisy, t, embedding)).data)).toBeLessThan(1e-4);
       expect(maxDiff(viaMerged.data, (await loaded.predict(noisy, t, embedding)).data)).toBeLessThan(1e-6);
+      expect(maxDiff(viaMerged.data, (await loadedReference.predict(noisy, t, embedding)).data)).toBeLessThan(1e-6);
     } finally {
-      for (const u of [merged, branch, loaded]) await u.session.release();
+      for (const u of [merged, branch, loaded, loadedReference]) await u.session.release();
     }
     await expect(loadDragLora(join(scratch, 'missing.safetensors'), unetModel)).rejects.toThrow(
       /cannot read the LoRA file/,

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { readSafetensors } from '../../src/autodiff/safetensors.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dragCommand } from '../../src/cli/commands/drag.js';
 import { saveImage } from '../../src/image/io.js';
@@ -81,6 +82,10 @@ describe('editkit drag', () => {
         '2',
         '--save-lora',
         lora,
+        '--lora-format',
+        'attn-procs',
+        '--lora-init',
+        'fan-in',
         '--arrows',
         arrows,
         '--out',
@@ -99,6 +104,12 @@ describe('editkit drag', () => {
     expect(Object.keys(json.stageSeconds as object)).toEqual(['lora', 'invert', 'drag', 'denoise']);
     expect((await sharp(out).metadata()).width).toBe(32);
     expect(existsSync(lora)).toBe(true);
+    // saved with the official code's key names, read back by --lora below
+    const saved = await readSafetensors(lora);
+    expect([...saved.tensors.keys()].every((k) => /\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k))).toBe(
+      true,
+    );
+    expect(saved.metadata).toMatchObject({ lora_key_layout: 'attn-procs', lora_init: 'fan-in' });
     // Two 32-px panels, 8 px apart, enlarged ×8 to reach 256 px.
     expect(await sharp(arrows).metadata()).toMatchObject({ width: 576, height: 256 });
 
@@ -144,6 +155,12 @@ describe('editkit drag', () => {
     await expect(run([input, '--points', '8,8:20,8', '--out', input, ...common])).rejects.toThrow(
       /is also an input/,
     );
+    await expect(
+      run([input, '--points', '8,8:20,8', '--lora-init', 'kaiming', '--out', join(dir, 'x.png'), ...common]),
+    ).rejects.toThrow(/Allowed choices are diffusers, fan-in/);
+    await expect(
+      run([input, '--points', '8,8:20,8', '--lora-format', 'kohya', '--out', join(dir, 'x.png'), ...common]),
+    ).rejects.toThrow(/Allowed choices are peft, diffusers, attn-procs/);
     expect(existsSync(join(dir, 'x.png'))).toBe(false);
   });
 });

@@ -1,4 +1,5 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { LORA_INIT_A, LORA_KEY_LAYOUTS, type LoraInitA, type LoraKeyLayout } from '../../autodiff/index.js';
 import { loadMask, saveImage } from '../../image/io.js';
 import { dragDiffusion } from '../../pipelines/drag/drag.js';
 import { saveDragArrows } from '../../pipelines/drag/arrows.js';
@@ -24,6 +25,8 @@ interface DragCliOptions extends RuntimeOptions {
   loraRank: number;
   loraLr: number;
   loraBatch: number;
+  loraInit: LoraInitA;
+  loraFormat: LoraKeyLayout;
   lora?: string;
   saveLora?: string;
   steps: number;
@@ -65,8 +68,27 @@ export function dragCommand(): Command {
     .option('--lora-rank <r>', 'LoRA rank', parseInteger('--lora-rank', 1, 1024), 16)
     .option('--lora-lr <lr>', 'LoRA learning rate (AdamW)', parseNumber('--lora-lr', 1e-8, 1), 5e-4)
     .option('--lora-batch <n>', 'LoRA batch size', parseInteger('--lora-batch', 1, 64), 4)
-    .option('--lora <file>', 'reuse LoRA adapters from a safetensors file instead of training')
+    .addOption(
+      new Option(
+        '--lora-init <init>',
+        "how LoRA's A factors start: 'diffusers' N(0, 1/rank²) as the official code, 'fan-in' N(0, 1/fan_in)",
+      )
+        .choices(LORA_INIT_A)
+        .default('diffusers'),
+    )
+    .option(
+      '--lora <file>',
+      'reuse LoRA adapters from a safetensors file instead of training (PEFT or diffusers key names, e.g. the official code’s)',
+    )
     .option('--save-lora <file>', 'save the trained LoRA adapters (safetensors) for --lora')
+    .addOption(
+      new Option(
+        '--lora-format <layout>',
+        "key names of --save-lora: 'peft' (lora_A/lora_B), 'diffusers' (lora.down/lora.up), 'attn-procs' (the official code's)",
+      )
+        .choices(LORA_KEY_LAYOUTS)
+        .default('peft'),
+    )
     .option(
       '--steps <n>',
       'latent optimisation iterations (n_pix_step)',
@@ -98,7 +120,7 @@ export function dragCommand(): Command {
     )
     .option(
       '--feature-block <n>',
-      'up block whose output is the feature map',
+      "up block whose output is the feature map, counted from 0 (2 = SD 1.5's up_blocks[2], which the official code calls unet_feature_idx 3: it counts the mid block as 0)",
       parseInteger('--feature-block', 0, 64),
     )
     .option(
@@ -146,6 +168,7 @@ export function dragCommand(): Command {
           loraRank: options.loraRank,
           loraLearningRate: options.loraLr,
           loraBatchSize: options.loraBatch,
+          loraInit: options.loraInit,
           loraFile: options.lora,
           dragSteps: options.steps,
           learningRate: options.lr,
@@ -165,7 +188,12 @@ export function dragCommand(): Command {
     );
     await saveImage(result.image, options.out);
     if (options.saveLora && result.lora)
-      await saveDragLora(options.saveLora, result.lora, { prompt: options.prompt });
+      await saveDragLora(
+        options.saveLora,
+        result.lora,
+        { prompt: options.prompt, lora_init: options.loraInit },
+        options.loraFormat,
+      );
     if (options.arrows) {
       await saveDragArrows(
         options.arrows,

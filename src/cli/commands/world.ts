@@ -37,7 +37,7 @@ export function worldCommand(): Command {
     .description('EmojiWorld: procedural emoji scenes with captions, masks and ground-truth edits')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const sub of [sampleSub(), renderSub(), editSub(), batchSub(), listSub()]) {
+  for (const sub of [sampleSub(), renderSub(), editSub(), batchSub(), exportSub(), listSub()]) {
     world.addCommand(sub.showHelpAfterError('(run with --help for usage)').exitOverride());
   }
   return world;
@@ -404,6 +404,53 @@ function batchSub(): Command {
       await rm(temp, { force: true }).catch(() => undefined);
       throw error;
     }
+  });
+}
+
+interface ExportCliOptions extends SceneCliOptions {
+  format: 'dragbench';
+  out: string;
+  cases: number;
+  split: Split;
+  start: number;
+  tasks: string;
+  json: boolean;
+}
+
+function exportSub(): Command {
+  const command = new Command('export')
+    .description("write held-out edits in a public benchmark's folder layout (DragBench: <task>/<case>/original_image.png, user_drag.png, meta_data.pkl)")
+    .addOption(new Option('--format <name>', 'folder layout').choices(['dragbench']).makeOptionMandatory())
+    .requiredOption('-o, --out <dir>', 'output folder')
+    .option('-n, --cases <n>', 'number of cases', integer('--cases', 1, 100000), 20)
+    .addOption(new Option('--split <name>', 'seed range').choices(SPLITS).default('heldout'))
+    .option('--start <i>', 'index of the first seed within the split', integer('--start', 0, 2 ** 31 - 1), 0)
+    .option('--tasks <list>', 'drag tasks, comma-separated: move, resize', 'move,resize')
+    .addOption(subsetOption())
+    .option('--json', 'print a JSON summary on stdout');
+  addSizeOptions(command);
+  return command.action(async (options: ExportCliOptions) => {
+    const tasks = parseTasks(options.tasks);
+    const dragTasks = tasks.filter((t): t is 'move' | 'resize' => t === 'move' || t === 'resize');
+    if (dragTasks.length !== tasks.length)
+      throw new UserError('--tasks: DragBench holds drag edits only: use move and/or resize');
+    const scene = sceneOptions(options);
+    splitSeed(options.split, options.start + options.cases - 1);
+    await ensureDir(options.out, 'output folder');
+    const { exportDragBench } = await import('../../datasets/world_export.js');
+    const written = await exportDragBench(options.out, {
+      cases: options.cases,
+      split: options.split,
+      start: options.start,
+      tasks: dragTasks,
+      scene,
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+    report(
+      options.json,
+      { command: 'world export', format: options.format, out: options.out, cases: written.length },
+      `wrote ${written.length} DragBench case(s) to ${options.out}`,
+    );
   });
 }
 

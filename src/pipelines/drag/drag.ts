@@ -6,6 +6,7 @@ import {
   Graph,
   loadModel,
   makeValueInfo,
+  type LoraInitA,
   type LoraModel,
   type ModelProto,
 } from '../../autodiff/index.js';
@@ -37,6 +38,7 @@ import { loadDragLora, mergeLora, trainDragLora } from './lora.js';
 import { buildDragGradientModel, DRAG_INPUTS } from './motion_model.js';
 import {
   fromGrid,
+  roundHalfEven,
   targetsOutsideMask,
   toGrid,
   validateDragInputs,
@@ -69,6 +71,8 @@ export interface DragDiffusionOptions {
   loraRank?: number;
   loraLearningRate?: number;
   loraBatchSize?: number;
+  /** How LoRA's A factors start (default 'diffusers', as the official code; 'fan-in' is EditKit's first init). */
+  loraInit?: LoraInitA;
   /** Load adapters from this safetensors file instead of training them. */
   loraFile?: string;
 
@@ -145,6 +149,14 @@ export interface DragDiffusionResult {
 }
 
 /**
+ * DDIM steps inverted: `round(steps · strength)` with Python's round, as the official code computes it (halves go
+ * to even: strength 0.45 of 50 steps inverts 22, not 23).
+ */
+export function inversionStepCount(numInferenceSteps: number, inversionStrength: number): number {
+  return roundHalfEven(numInferenceSteps * inversionStrength);
+}
+
+/**
  * DragDiffusion (Shi et al., CVPR 2024): point-based image editing on a diffusion model.
  *  1. LoRA: fine-tune adapters on the input so the UNet reproduces it faithfully.
  *  2. Invert: DDIM-invert the input to z_t (t at 70 % of the schedule), with the LoRA.
@@ -188,7 +200,7 @@ export async function dragDiffusion(
   if (!(Number.isInteger(gridWidth) && Number.isInteger(gridHeight) && gridWidth > 0 && gridHeight > 0)) {
     throw new UserError(`the supervision grid must be positive integers, got ${gridWidth}×${gridHeight}`);
   }
-  const inversionCount = Math.round(numInferenceSteps * inversionStrength);
+  const inversionCount = inversionStepCount(numInferenceSteps, inversionStrength);
   if (inversionCount < 1) {
     throw new UserError(
       `inversion strength ${inversionStrength} with ${numInferenceSteps} steps inverts no step; raise either`,
@@ -238,6 +250,7 @@ export async function dragDiffusion(
           steps: loraSteps,
           learningRate: options.loraLearningRate,
           batchSize: options.loraBatchSize,
+          init: options.loraInit,
         },
         settings,
       );

@@ -2,6 +2,7 @@ export {
   affineStep,
   dragDiffusion,
   DRAG_STAGES,
+  inversionStepCount,
   type DragDiffusionOptions,
   type DragDiffusionResult,
   type DragStage,

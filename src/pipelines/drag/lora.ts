@@ -12,6 +12,9 @@ import {
   AdamW,
   addLora,
   applyLoraTensors,
+  findLoraTargets,
+  float32ToSafeTensor,
+  LORA_INIT_A,
   buildGradient,
   Graph,
   graphOf,
@@ -23,6 +26,11 @@ import {
   setTensorValues,
   tensorDims,
   tensorToFloat32,
+  toPeftLayout,
+  type PeftLora,
+  type SafeTensor,
+  type LoraInitA,
+  type LoraKeyLayout,
   type LoraModel,
   type ModelProto,
 } from '../../autodiff/index.js';
@@ -33,7 +41,7 @@ import { createScheduler } from '../../schedulers/index.js';
 import { UserError } from '../../util/errors.js';
 import { sessionFromModel, type SessionSettings } from './unet_models.js';
 
-/** diffusers/PEFT name adapters of the UNet `unet.<module>.lora_A.weight`. */
+/** diffusers names the UNet's adapters `unet.<module>.…` in a pipeline's LoRA file. */
 export const LORA_PREFIX = 'unet.';
 
 export interface DragLoraOptions {
@@ -47,6 +55,8 @@ export interface DragLoraOptions {
   batchSize?: number;
   /** Default 1e-2 (torch's AdamW default, as the official code sets). */
   weightDecay?: number;
+  /** How A starts (default 'diffusers', N(0, (1/rank)²), as the official code's LoRA layers). */
+  init?: LoraInitA;
 }
 
 export interface LoraTrainingInput {
@@ -126,7 +136,10 @@ export async function trainDragLora(
   }
   const lr = options.learningRate ?? 5e-4;
   if (!(lr > 0)) throw new UserError(`the LoRA learning rate must be positive, got ${lr}`);
-  const lora = addLora(base, { rank, alpha: rank, prefix: LORA_PREFIX, seed: input.seed });
+  const init = options.init ?? 'diffusers';
+  if (!LORA_INIT_A.includes(init))
+    throw new UserError(`the LoRA init must be one of ${LORA_INIT_A.join(', ')}, got '${String(init)}'`);
+  const lora = addLora(base, { rank, alpha: rank, prefix: LORA_PREFIX, seed: input.seed, initA: init });
   if (steps === 0) return { lora, losses: [] };
 
   const { mean, std, scale } = await posterior(bundle, input.image);
@@ -239,18 +252,50 @@ export function mergeLora(base: ModelProto, lora: LoraModel): ModelProto {
   return graph.toModel();
 }
 
-/** Save the adapters as safetensors (diffusers/PEFT names), with what produced them in the metadata. */
+/**
+ * Save the adapters as safetensors, with what produced them in the metadata: PEFT's key names by default, or
+ * diffusers' ('diffusers', 'attn-procs': what the official DragDiffusion code writes and loads).
+ */
 export async function saveDragLora(
   path: string,
   lora: LoraModel,
   metadata: Record<string, string> = {},
+  layout: LoraKeyLayout = 'peft',
 ): Promise<void> {
-  await saveLora(path, lora, { metadata: { editkit_method: 'dragdiffusion', ...metadata } });
+  await saveLora(path, lora, { metadata: { editkit_method: 'dragdiffusion', ...metadata }, layout });
 }
 
 /**
- * Adapters from a safetensors file (one saved by {@link saveDragLora}, or diffusers/PEFT names for the same UNet):
- * rank and alpha from the metadata (else rank from the factors' shapes, alpha = rank).
+ * diffusers' `to_out.0` is the first module of a ModuleList; an export may name that projection `to_out` (the
+ * node `/…/attn1/to_out/MatMul`). Rename the file's modules to whichever of the two the UNet has.
+ */
+function alignToUnetModules(peft: PeftLora, base: ModelProto): PeftLora {
+  const known = new Set(findLoraTargets(base).map((t) => t.module));
+  const strip = (m: string) => (m.startsWith(LORA_PREFIX) ? m.slice(LORA_PREFIX.length) : m);
+  const rename = (module: string): string => {
+    const bare = strip(module);
+    if (known.has(bare)) return module;
+    const alternative = bare.endsWith('.to_out.0')
+      ? bare.slice(0, -2)
+      : bare.endsWith('.to_out')
+        ? `${bare}.0`
+        : undefined;
+    return alternative !== undefined && known.has(alternative) ? module.slice(0, module.length - bare.length) + alternative : module;
+  };
+  const tensors = new Map<string, SafeTensor>();
+  for (const [key, tensor] of peft.tensors) {
+    const m = /^(.+)(\.lora_[AB]\.weight)$/.exec(key)!;
+    tensors.set(rename(m[1]) + m[2], tensor);
+  }
+  const alphas = new Map([...peft.alphas].map(([module, value]) => [rename(module), value]));
+  return { ...peft, tensors, alphas };
+}
+
+/**
+ * Adapters from a safetensors file for the same UNet, in any key layout (PEFT `lora_A`/`lora_B`, diffusers
+ * `lora.down`/`lora.up`, or the `AttnProcsLayers` names the official code saves), with or without the `unet.`
+ * prefix. Rank from the factors' shapes; alpha from per-module `.alpha` tensors, else the metadata (PEFT layout),
+ * else alpha = rank (scale 1, as diffusers applies a file without alphas).
  */
 export async function loadDragLora(path: string, base: ModelProto): Promise<LoraModel> {
   let file;
@@ -261,17 +306,30 @@ export async function loadDragLora(path: string, base: ModelProto): Promise<Lora
       `cannot read the LoRA file '${path}': ${error instanceof Error ? error.message : String(error)}`,
     );
   }
+  let peft;
+  try {
+    peft = toPeftLayout(file.tensors);
+  } catch (error) {
+    throw new UserError(
+      `'${path}' is not a LoRA file EditKit reads: ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+  peft = alignToUnetModules(peft, base);
   const suffix = '.lora_A.weight';
-  const aNames = [...file.tensors.keys()].filter((k) => k.endsWith(suffix));
-  if (aNames.length === 0) throw new UserError(`'${path}' holds no LoRA factors (no '*${suffix}' tensors)`);
+  const aNames = [...peft.tensors.keys()].filter((k) => k.endsWith(suffix));
+  if (aNames.length === 0) throw new UserError(`'${path}' holds no LoRA factors`);
   const prefix = aNames.every((k) => k.startsWith(LORA_PREFIX)) ? LORA_PREFIX : '';
   const modules = aNames.map((k) => k.slice(prefix.length, -suffix.length));
-  const rank = Number(file.metadata['lora_rank']) || file.tensors.get(aNames[0])!.shape[0];
-  const alpha = Number(file.metadata['lora_alpha']) || rank;
+  const rank = peft.tensors.get(aNames[0])!.shape[0];
+  const metadataAlpha = peft.layout === 'peft' ? Number(file.metadata['lora_alpha']) : NaN;
+  const alpha = metadataAlpha > 0 ? metadataAlpha : rank;
   let lora: LoraModel;
   try {
     lora = addLora(base, { rank, alpha, prefix, targets: modules });
-    applyLoraTensors(lora, file.tensors);
+    const aligned = new Map(peft.tensors);
+    for (const [module, value] of peft.alphas)
+      aligned.set(`${module}.alpha`, float32ToSafeTensor(Float32Array.of(value), []));
+    applyLoraTensors(lora, aligned);
   } catch (error) {
     throw new UserError(
       `the LoRA file '${path}' does not fit this UNet: ${error instanceof Error ? error.message : String(error)}`,
