@@ -89,7 +89,8 @@ export function toPeftLayout(
     if (!out.has(partner)) throw new Error(`LoRA factor '${key}' has no partner '${partner}'`);
   }
   for (const module of alphas.keys()) {
-    if (!out.has(`${module}.lora_A.weight`)) throw new Error(`alpha '${module}.alpha' names no adapted module`);
+    if (!out.has(`${module}.lora_A.weight`))
+      throw new Error(`alpha '${module}.alpha' names no adapted module`);
   }
   return { layout: [...layouts][0] ?? 'peft', tensors: out, alphas };
 }
@@ -111,7 +112,8 @@ export function fromPeftLayout(
     else if (layout === 'diffusers') name = `${module}.lora.${factor === 'A' ? 'down' : 'up'}.weight`;
     else {
       const attn = /^(.+)\.(to_q|to_k|to_v|to_out\.0|to_out)$/.exec(module);
-      if (!attn) throw new Error(`'${module}' is not an attention projection; the attn-procs layout holds only those`);
+      if (!attn)
+        throw new Error(`'${module}' is not an attention projection; the attn-procs layout holds only those`);
       const projection = attn[2].startsWith('to_out') ? 'to_out' : attn[2];
       name = `${attn[1]}.processor.${projection}_lora.${factor === 'A' ? 'down' : 'up'}.weight`;
     }

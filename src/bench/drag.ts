@@ -179,7 +179,10 @@ async function* worldCases(options: DragBenchOptions, size: number): AsyncGenera
       image: rgb8ToTensor({ data: source.image, width: size, height: size }, '[-1,1]'),
       handles: drag.handles,
       targets: drag.targets,
-      mask: new NDArray(Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)), [1, 1, size, size]),
+      mask: new NDArray(
+        Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+        [1, 1, size, size],
+      ),
       truth: {
         target01: rgb8ToTensor({ data: target.image, width: size, height: size }, '[0,1]'),
         scene: edit.target,
@@ -200,9 +203,7 @@ async function* datasetCases(
   for (const dir of dirs) {
     const c = await readDragBenchCase(dir, root);
     const [, , h, w] = c.image.shape;
-    const target = size
-      ? { width: size, height: size }
-      : resolveSize(w, h, { multiple });
+    const target = size ? { width: size, height: size } : resolveSize(w, h, { multiple });
     const sx = target.width / w;
     const sy = target.height / h;
     const resized = (p: [number, number]): PixelPoint => [p[0] * sx, p[1] * sy];
@@ -228,7 +229,9 @@ export async function benchDrag(
     options.size ??
     Math.min(256, Math.max(64, bundle.defaultImageSize - (bundle.defaultImageSize % bundle.sizeMultiple)));
   if (options.size !== undefined && options.size % bundle.sizeMultiple !== 0)
-    throw new UserError(`--size must be a multiple of ${bundle.sizeMultiple} for this model, got ${options.size}`);
+    throw new UserError(
+      `--size must be a multiple of ${bundle.sizeMultiple} for this model, got ${options.size}`,
+    );
   const dift = await DiftFeaturizer.create(bundle, {
     timestep: options.diftTimestep,
     ensemble: options.diftEnsemble,
@@ -275,7 +278,12 @@ export async function benchDrag(
       const score = async (image01: NDArray, features: NDArray): Promise<DragMetrics> => {
         const matched = matchPoints(sourceFeatures, features, c.handles, c.targets);
         const judged = sourceJudge
-          ? matchPoints(sourceJudge.map, (await options.perceptual!.featureMap(image01)).map, c.handles, c.targets)
+          ? matchPoints(
+              sourceJudge.map,
+              (await options.perceptual!.featureMap(image01)).map,
+              c.handles,
+              c.targets,
+            )
           : undefined;
         const located = c.truth ? await locateSprite(image01, c.truth.scene, c.truth.object) : undefined;
         return {
@@ -539,7 +547,10 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
     .option('--drag-steps <n>', 'latent optimisation iterations', '80')
     .option('--steps <n>', 'DDIM steps over the whole schedule', '50')
     .option('--dift-ensemble <n>', 'noise draws averaged by the DIFT matcher', '8')
-    .option('--dift-block <n>', 'up block of the DIFT features (default 1, or the last where 1 is supervised)')
+    .option(
+      '--dift-block <n>',
+      'up block of the DIFT features (default 1, or the last where 1 is supervised)',
+    )
     .option('--examples <n>', 'example pictures to save', '4')
     .option('--out <dir>', 'where results.{md,json} and examples go', 'bench-results/drag')
     .option('--json', 'print the JSON report on stdout');
@@ -548,7 +559,10 @@ export async function dragBenchMain(argv: readonly string[], defaultModel: strin
   const int = (name: string): number | undefined => {
     if (o[name] === undefined) return undefined;
     const v = Number(o[name]);
-    if (!Number.isInteger(v) || v < 0) throw new UserError(`--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be a whole number ≥ 0, got '${String(o[name])}'`);
+    if (!Number.isInteger(v) || v < 0)
+      throw new UserError(
+        `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be a whole number ≥ 0, got '${String(o[name])}'`,
+      );
     return v;
   };
   const tasks = String(o.tasks)

@@ -21,6 +21,20 @@ export async function withBundle<T>(
   for (const path of files.imageOutputs ?? []) if (path !== undefined) imageFormatOf(path);
   for (const path of files.inputs ?? []) if (path !== undefined) assertReadable(path);
   const model = resolveModelDir(options.model);
+  // A size the model cannot take is the user's mistake too: the configs say the multiple without a device.
+  const multiple = StableDiffusionBundle.sizeMultipleFromConfig(model);
+  const sizes = options as RuntimeOptions & { width?: number; height?: number };
+  if (multiple !== undefined) {
+    for (const [name, value] of [
+      ['width', sizes.width],
+      ['height', sizes.height],
+    ] as const) {
+      if (value !== undefined && value % multiple !== 0)
+        throw new UserError(
+          `${name} must be a positive multiple of ${multiple} for this model, got ${value}`,
+        );
+    }
+  }
   const started = performance.now();
   const bundle = await StableDiffusionBundle.load(model, {
     device: options.device,

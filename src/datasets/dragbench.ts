@@ -67,7 +67,10 @@ export async function readDragBenchCase(dir: string, root = dir): Promise<DragBe
   try {
     meta = parsePickle(readFileSync(metaPath));
   } catch (error) {
-    throw metaError(metaPath, `cannot read the pickle: ${error instanceof Error ? error.message : String(error)}`);
+    throw metaError(
+      metaPath,
+      `cannot read the pickle: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
   if (!(meta instanceof PickleDict)) throw metaError(metaPath, 'expected a dict');
   const prompt = meta.get('prompt') ?? '';
@@ -94,7 +97,10 @@ export async function readDragBenchCase(dir: string, root = dir): Promise<DragBe
         metaPath,
         `'mask' is ${maskValue.shape.join('×')}, the image is ${height}×${width} (H×W)`,
       );
-    mask = new NDArray(Float32Array.from(maskValue.data, (v) => (v > 0 ? 1 : 0)), [1, 1, height, width]);
+    mask = new NDArray(
+      Float32Array.from(maskValue.data, (v) => (v > 0 ? 1 : 0)),
+      [1, 1, height, width],
+    );
   }
   const handles = xy.filter((_, i) => i % 2 === 0);
   const targets = xy.filter((_, i) => i % 2 === 1);
@@ -118,7 +124,13 @@ export async function readDragBench(root: string): Promise<DragBenchCase[]> {
  */
 export async function writeDragBenchCase(
   dir: string,
-  c: { image: NDArray; prompt: string; handles: readonly number[][]; targets: readonly number[][]; mask: NDArray },
+  c: {
+    image: NDArray;
+    prompt: string;
+    handles: readonly number[][];
+    targets: readonly number[][];
+    mask: NDArray;
+  },
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   const [, , height, width] = c.image.shape;
@@ -128,7 +140,11 @@ export async function writeDragBenchCase(
   await saveImage(image01, join(dir, DRAGBENCH_FILES.image));
   const points: number[][] = [];
   c.handles.forEach((h, i) => points.push(h.map(Math.round), c.targets[i].map(Math.round)));
-  const mask = new NumpyArray('uint8', [height, width], Float64Array.from(c.mask.data, (v) => (v >= 0.5 ? 255 : 0)));
+  const mask = new NumpyArray(
+    'uint8',
+    [height, width],
+    Float64Array.from(c.mask.data, (v) => (v >= 0.5 ? 255 : 0)),
+  );
   await writeFileAtomic(join(dir, DRAGBENCH_FILES.meta), writePickle({ prompt: c.prompt, points, mask }));
   const preview = overlayMask(image01, c.mask, [1, 1, 1], 0.35);
   const plane = height * width;

@@ -57,9 +57,15 @@ export async function exportDragBench(out: string, options: DragBenchExportOptio
       prompt: edit.sourceCaption,
       handles: edit.drag.handles,
       targets: edit.drag.targets,
-      mask: new NDArray(Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)), [1, 1, height, width]),
+      mask: new NDArray(
+        Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+        [1, 1, height, width],
+      ),
     });
-    await saveImage(rgb8ToTensor({ data: target.image, width, height }, '[0,1]'), join(dir, 'target_image.png'));
+    await saveImage(
+      rgb8ToTensor({ data: target.image, width, height }, '[0,1]'),
+      join(dir, 'target_image.png'),
+    );
     await writeFileAtomic(
       join(dir, 'editkit_case.json'),
       `${JSON.stringify({ seed, split: options.split, task, instruction: edit.instruction, targetCaption: edit.targetCaption }, null, 2)}\n`,

@@ -65,6 +65,22 @@ export class StableDiffusionBundle {
     return (sampleSize ?? 64) * this.vaeScaleFactor;
   }
 
+  /**
+   * The image-size multiple from the folder's config files alone (VAE and UNet `block_out_channels`), without
+   * opening a model or probing a device; undefined when the configs do not say (load() then measures it).
+   */
+  static sizeMultipleFromConfig(dir: string): number | undefined {
+    const root = resolve(dir);
+    const vaeConfig =
+      readOptionalJson(join(root, 'vae_decoder', 'config.json')) ??
+      readOptionalJson(join(root, 'vae_encoder', 'config.json'));
+    const vaeBlocks = vaeConfig?.['block_out_channels'];
+    if (!Array.isArray(vaeBlocks) || vaeBlocks.length === 0) return undefined;
+    const unetBlocks = readOptionalJson(join(root, 'unet', 'config.json'))?.['block_out_channels'];
+    const unetDownsampling = 2 ** ((Array.isArray(unetBlocks) && unetBlocks.length > 0 ? unetBlocks.length : 4) - 1);
+    return 2 ** (vaeBlocks.length - 1) * unetDownsampling;
+  }
+
   static async load(dir: string, options: LoadBundleOptions = {}): Promise<StableDiffusionBundle> {
     const root = resolve(dir);
     if (!existsSync(root)) throw new ModelError(`model folder '${dir}' does not exist`);

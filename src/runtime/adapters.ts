@@ -164,7 +164,11 @@ process.exit(0);
 `;
 
 /** Creates a WebGPU session in a child process (so native noise stays off this process's stderr). */
-export function probeWebGpuInChild(identityModel: Uint8Array, timeoutMs = 30_000): Promise<WebGpuProbe> {
+export function probeWebGpuInChild(
+  identityModel: Uint8Array,
+  timeoutMs = 30_000,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<WebGpuProbe> {
   const started = performance.now();
   const require = createRequire(import.meta.url);
   const ortPath = require.resolve('onnxruntime-node');
@@ -172,7 +176,7 @@ export function probeWebGpuInChild(identityModel: Uint8Array, timeoutMs = 30_000
     const child = spawn(
       process.execPath,
       ['--input-type=module', '-e', PROBE_PROGRAM, ortPath, Buffer.from(identityModel).toString('base64')],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      { stdio: ['ignore', 'pipe', 'pipe'], env },
     );
     let stdout = '';
     let stderr = '';
@@ -205,6 +209,30 @@ export function probeWebGpuInChild(identityModel: Uint8Array, timeoutMs = 30_000
       ),
     );
   });
+}
+
+/**
+ * Environment settings that keep Mesa's and Dawn's native messages off the terminal when WebGPU runs in this
+ * process:
+ *  - `NODEVICE_SELECT=1` turns off Mesa's implicit device-select layer, which only reorders adapters and prints
+ *    `XDG_RUNTIME_DIR is invalid…` where no display server is reachable;
+ *  - without a user's `VK_ICD_FILENAMES`/`VK_DRIVER_FILES`, the loader is pointed at every driver but lavapipe,
+ *    which Dawn refuses with a `shaderUniform*ArrayDynamicIndexing` warning (Mesa 22). The caller keeps this only
+ *    when an adapter still works without lavapipe.
+ */
+export function quietVulkanEnvironment(
+  drivers: readonly VulkanDriver[],
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
+  const changes: Record<string, string> = {};
+  if (process.platform !== 'linux') return changes;
+  if (env.NODEVICE_SELECT === undefined) changes.NODEVICE_SELECT = '1';
+  if (!env.VK_ICD_FILENAMES && !env.VK_DRIVER_FILES) {
+    const kept = drivers.filter((d) => !/lavapipe/i.test(d.name));
+    if (kept.length > 0 && kept.length < drivers.length)
+      changes.VK_ICD_FILENAMES = kept.map((d) => d.manifest).join(':');
+  }
+  return changes;
 }
 
 /** ORT's adapter failure names its source file first; keep what a user can read. */

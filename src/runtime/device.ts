@@ -6,6 +6,7 @@ import { UserError } from '../util/errors.js';
 import {
   gpuHardware,
   probeWebGpuInChild,
+  quietVulkanEnvironment,
   vulkanDrivers,
   type AdapterKind,
   type VulkanDriver,
@@ -118,7 +119,21 @@ export function probeWebGpuStatus(): Promise<WebGpuStatus> {
         seconds: 0,
       };
     }
-    const probe = await probeWebGpuInChild(IDENTITY_MODEL);
+    // Probe under the quiet environment first; where that loses the only working adapter, under the user's own.
+    const quiet = quietVulkanEnvironment(drivers);
+    let probe = await probeWebGpuInChild(IDENTITY_MODEL, undefined, { ...process.env, ...quiet });
+    let applied = quiet;
+    if (!probe.ok && quiet.VK_ICD_FILENAMES !== undefined) {
+      const { VK_ICD_FILENAMES: _dropped, ...rest } = quiet;
+      void _dropped;
+      const full = await probeWebGpuInChild(IDENTITY_MODEL, undefined, { ...process.env, ...rest });
+      if (full.ok) {
+        probe = full;
+        applied = rest;
+      }
+    }
+    // This process's WebGPU provider reads the environment when it first creates a session, after this.
+    if (probe.ok) Object.assign(process.env, applied);
     // Dawn prefers a hardware adapter when one works; a hardware driver counts only where the kernel shows a GPU.
     const adapter: WebGpuStatus['adapter'] =
       process.platform !== 'linux'
@@ -151,6 +166,16 @@ export async function probeWebGpu(): Promise<boolean> {
  * (SwiftShader, lavapipe) counts as no GPU: ONNX Runtime's CPU provider is ~100× faster than WebGPU on it.
  */
 export async function resolveDevice(device: DeviceName): Promise<ResolvedDevice> {
+  if (device === 'webgpu') {
+    // Asked for by name: any adapter will do (a CPU one too), but find out quietly, in a child process, whether
+    // one exists, rather than let Dawn print its search on the user's terminal.
+    const status = await probeWebGpuStatus();
+    if (!status.available)
+      throw new UserError(
+        `no WebGPU adapter was found on this machine (${(status.reason ?? 'WebGPU unavailable').replace(/^no WebGPU adapter \((.*)\)$/, '$1')}); WebGPU needs a GPU with working graphics drivers: use --device cpu`,
+      );
+    return device;
+  }
   if (device !== 'auto') return device;
   return (await autoDeviceChoice()).device;
 }

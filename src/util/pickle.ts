@@ -64,7 +64,10 @@ class PendingArray {
 const MARK = Symbol('mark');
 type StackItem = PickleValue | Global | DTypeObject | PendingArray | typeof MARK;
 
-const NUMPY_RECONSTRUCT = new Set(['numpy.core.multiarray._reconstruct', 'numpy._core.multiarray._reconstruct']);
+const NUMPY_RECONSTRUCT = new Set([
+  'numpy.core.multiarray._reconstruct',
+  'numpy._core.multiarray._reconstruct',
+]);
 const NUMPY_FROMBUFFER = new Set(['numpy.core.numeric._frombuffer', 'numpy._core.numeric._frombuffer']);
 const NUMPY_SCALAR = new Set(['numpy.core.multiarray.scalar', 'numpy._core.multiarray.scalar']);
 
@@ -88,7 +91,8 @@ function dtypeOf(code: string): { dtype: NumpyDType; size: number } {
 
 function decodeValues(bytes: Uint8Array, code: string, byteOrder: string, count: number): Float64Array {
   const { dtype, size } = dtypeOf(code);
-  if (bytes.length < count * size) throw new Error(`NumPy data is ${bytes.length} bytes, expected ${count * size}`);
+  if (bytes.length < count * size)
+    throw new Error(`NumPy data is ${bytes.length} bytes, expected ${count * size}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const little = byteOrder !== '>';
   const out = new Float64Array(count);
@@ -218,7 +222,12 @@ export function parsePickle(bytes: Uint8Array): PickleValue {
       pending.array = new NumpyArray(
         dtypeOf(dtype.code).dtype,
         dims,
-        decodeValues(data, dtype.code, dtype.byteOrder, dims.reduce((p, d) => p * d, 1)),
+        decodeValues(
+          data,
+          dtype.code,
+          dtype.byteOrder,
+          dims.reduce((p, d) => p * d, 1),
+        ),
       );
       return pending;
     }
@@ -282,7 +291,9 @@ export function parsePickle(bytes: Uint8Array): PickleValue {
         let v = 0n;
         for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
         if (n > 0 && b[n - 1] & 0x80) v -= 1n << BigInt(8 * n);
-        stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
+        stack.push(
+          v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v,
+        );
         break;
       }
       case 0x47: // BINFLOAT (big-endian)
@@ -451,7 +462,8 @@ export function parsePickle(bytes: Uint8Array): PickleValue {
         const state = pop();
         const target = stack[stack.length - 1];
         if (target instanceof DTypeObject) {
-          if (state instanceof PickleTuple && typeof state.items[1] === 'string') target.byteOrder = state.items[1];
+          if (state instanceof PickleTuple && typeof state.items[1] === 'string')
+            target.byteOrder = state.items[1];
         } else if (target instanceof PendingArray) {
           if (!(state instanceof PickleTuple) || state.items.length < 5)
             throw new Error('NumPy array state is not (version, shape, dtype, fortran, data)');
@@ -459,11 +471,16 @@ export function parsePickle(bytes: Uint8Array): PickleValue {
           if (!(shapeItem instanceof PickleTuple)) throw new Error('NumPy array without a shape');
           if (!(dtype instanceof DTypeObject)) throw new Error('NumPy array without a dtype');
           if (fortran === true) throw new Error('Fortran-ordered NumPy arrays are not supported');
-          const bytes = data instanceof Uint8Array ? data : typeof data === 'string' ? latin1(data) : undefined;
+          const bytes =
+            data instanceof Uint8Array ? data : typeof data === 'string' ? latin1(data) : undefined;
           if (!bytes) throw new Error('NumPy object arrays are not supported');
           const shape = shapeItem.items.map(Number);
           const count = shape.reduce((p, d) => p * d, 1);
-          target.array = new NumpyArray(dtypeOf(dtype.code).dtype, shape, decodeValues(bytes, dtype.code, dtype.byteOrder, count));
+          target.array = new NumpyArray(
+            dtypeOf(dtype.code).dtype,
+            shape,
+            decodeValues(bytes, dtype.code, dtype.byteOrder, count),
+          );
         } else throw new Error('pickle BUILD on an object EditKit does not read');
         break;
       }
@@ -474,7 +491,8 @@ export function parsePickle(bytes: Uint8Array): PickleValue {
 }
 
 /** Values the writer takes: plain data and NumPy arrays. */
-export type PicklableValue = null | boolean | number | string | PicklableValue[] | { [key: string]: PicklableValue } | NumpyArray;
+export type PicklableValue =
+  null | boolean | number | string | PicklableValue[] | { [key: string]: PicklableValue } | NumpyArray;
 
 /**
  * Write a protocol-2 pickle that Python (and NumPy, for arrays) reads back: dicts, lists, strings, ints, floats
@@ -520,7 +538,7 @@ export function writePickle(root: PicklableValue): Uint8Array {
         b.push(Number(v & 0xffn));
         v >>= 8n;
       }
-      if (b.length === 0 || (n < 0) !== ((b[b.length - 1] & 0x80) !== 0)) b.push(n < 0 ? 0xff : 0);
+      if (b.length === 0 || n < 0 !== ((b[b.length - 1] & 0x80) !== 0)) b.push(n < 0 ? 0xff : 0);
       push(0x8a, b.length, ...b);
     }
   };
@@ -545,7 +563,16 @@ export function writePickle(root: PicklableValue): Uint8Array {
     push(0x86, 0x52);
   };
   const array = (a: NumpyArray) => {
-    const code = { uint8: 'u1', bool: 'b1', int8: 'i1', int16: 'i2', int32: 'i4', int64: 'i8', float32: 'f4', float64: 'f8' }[a.dtype];
+    const code = {
+      uint8: 'u1',
+      bool: 'b1',
+      int8: 'i1',
+      int16: 'i2',
+      int32: 'i4',
+      int64: 'i8',
+      float32: 'f4',
+      float64: 'f8',
+    }[a.dtype];
     const size = dtypeOf(code).size;
     const data = new Uint8Array(a.data.length * size);
     const dv = new DataView(data.buffer);

@@ -257,7 +257,11 @@ describe("A's initialisation", () => {
     return lora.adapters.map((a) => {
       const v = tensorToFloat32(inits.get(a.a)!);
       const mean = v.reduce((s, x) => s + x, 0) / v.length;
-      return { module: a.module, std: Math.sqrt(v.reduce((s, x) => s + (x - mean) ** 2, 0) / v.length), n: v.length };
+      return {
+        module: a.module,
+        std: Math.sqrt(v.reduce((s, x) => s + (x - mean) ** 2, 0) / v.length),
+        n: v.length,
+      };
     });
   };
 
@@ -279,9 +283,9 @@ describe("A's initialisation", () => {
     for (const s of stats) expect(Math.abs(s.std * Math.sqrt(dim) - 1)).toBeLessThan(4 / Math.sqrt(2 * s.n));
     // the two differ by √fan_in / rank = 0.5 here: a test that could not tell them apart would fail one of these
     expect(loraInitStd('fan-in', 16, dim) / loraInitStd('diffusers', 16, dim)).toBeCloseTo(2, 6);
-    expect(() =>
-      addLora(attentionBlock(), { rank: 2, initA: 'kaiming' as unknown as LoraInitA }),
-    ).toThrow(/LoRA init must be one of diffusers, fan-in/);
+    expect(() => addLora(attentionBlock(), { rank: 2, initA: 'kaiming' as unknown as LoraInitA })).toThrow(
+      /LoRA init must be one of diffusers, fan-in/,
+    );
   });
 });
 
@@ -393,7 +397,8 @@ describe('LoRA key layouts', () => {
     await loadLora(file, halved);
     const half = addLora(base, { rank: 2, alpha: 1, prefix: 'unet.' });
     const halfInits = new Map(graphOf(half.model).initializer.map((t) => [t.name, t]));
-    for (const name of lora.parameters) setTensorValues(halfInits.get(name)!, tensorToFloat32(inits.get(name)!));
+    for (const name of lora.parameters)
+      setTensorValues(halfInits.get(name)!, tensorToFloat32(inits.get(name)!));
     const wantHalf = await output(half.model);
     expect(maxDiff(await output(halved.model), wantHalf)).toBeLessThan(1e-5);
     expect(maxDiff(wantHalf, want)).toBeGreaterThan(1e-2);

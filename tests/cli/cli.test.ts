@@ -373,6 +373,40 @@ describe('devices', () => {
     expect(human.stdout).toMatch(/--device auto → (cpu|webgpu|cuda) \(/);
   });
 
+  it('--device webgpu on the machine’s own Vulkan drivers either runs or says so in one line, quietly', () => {
+    // No VK_ICD_FILENAMES: the loader sees what is installed (on CI: Mesa's drivers and no GPU, so no adapter).
+    const out = join(work, 'webgpu-own.png');
+    const env: NodeJS.ProcessEnv = { ...process.env, EDITKIT_DEBUG: '' };
+    for (const key of ['VK_ICD_FILENAMES', 'VK_DRIVER_FILES', 'NODEVICE_SELECT']) delete env[key];
+    const result = spawnSync(
+      process.execPath,
+      [
+        CLI,
+        'generate',
+        '--model',
+        TINY,
+        '--prompt',
+        'a cat',
+        '--steps',
+        '1',
+        '--device',
+        'webgpu',
+        '--out',
+        out,
+      ],
+      { encoding: 'utf8', env },
+    );
+    expect(result.stderr).not.toMatch(NATIVE_NOISE);
+    if (result.status === 0) expect(existsSync(out)).toBe(true);
+    else {
+      expect(result.status).toBe(2);
+      expect(result.stderr.trim()).toMatch(
+        /^editkit: error: no WebGPU adapter was found on this machine \(.+\); .*use --device cpu$/,
+      );
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
   it('a run with --device auto is quiet on stderr apart from its own lines', () => {
     const out = join(work, 'auto.png');
     const r = editkit('generate', '--model', TINY, '--prompt', 'a cat', '--steps', '2', '--out', out);

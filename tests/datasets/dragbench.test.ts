@@ -8,7 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { benchDrag } from '../../src/bench/drag.js';
-import { findDragBenchCases, readDragBench, readDragBenchCase, writeDragBenchCase } from '../../src/datasets/dragbench.js';
+import {
+  findDragBenchCases,
+  readDragBench,
+  readDragBenchCase,
+  writeDragBenchCase,
+} from '../../src/datasets/dragbench.js';
 import { exportDragBench } from '../../src/datasets/world_export.js';
 import { PerceptualDistance } from '../../src/metrics/perceptual.js';
 import { StableDiffusionBundle } from '../../src/models/bundle.js';
@@ -94,10 +99,55 @@ describe('DragBench reader', () => {
     };
     const mask = new NumpyArray('uint8', [48, 40], new Float64Array(48 * 40).fill(255));
     const cases: [string, Parameters<typeof writePickle>[0], RegExp][] = [
-      ['odd', { prompt: 'p', points: [[1, 2], [3, 4], [5, 6]], mask }, /even number/],
-      ['shape', { prompt: 'p', points: [[1, 2], [3, 4]], mask: new NumpyArray('uint8', [10, 10], new Float64Array(100)) }, /'mask' is 10×10, the image is 48×40/],
-      ['outside', { prompt: 'p', points: [[1, 2], [300, 4]], mask }, /outside the 40×48 image/],
-      ['prompt', { prompt: 3, points: [[1, 2], [3, 4]], mask }, /'prompt' is not a string/],
+      [
+        'odd',
+        {
+          prompt: 'p',
+          points: [
+            [1, 2],
+            [3, 4],
+            [5, 6],
+          ],
+          mask,
+        },
+        /even number/,
+      ],
+      [
+        'shape',
+        {
+          prompt: 'p',
+          points: [
+            [1, 2],
+            [3, 4],
+          ],
+          mask: new NumpyArray('uint8', [10, 10], new Float64Array(100)),
+        },
+        /'mask' is 10×10, the image is 48×40/,
+      ],
+      [
+        'outside',
+        {
+          prompt: 'p',
+          points: [
+            [1, 2],
+            [300, 4],
+          ],
+          mask,
+        },
+        /outside the 40×48 image/,
+      ],
+      [
+        'prompt',
+        {
+          prompt: 3,
+          points: [
+            [1, 2],
+            [3, 4],
+          ],
+          mask,
+        },
+        /'prompt' is not a string/,
+      ],
     ];
     for (const [name, meta, message] of cases) {
       const error = await readDragBenchCase(broken(name, meta)).catch((e: unknown) => e);

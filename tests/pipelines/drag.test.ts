@@ -508,9 +508,9 @@ describe('LoRA on the input image', () => {
     const referencePath = join(scratch, 'lora-reference-keys.safetensors');
     await saveDragLora(referencePath, trained.lora, {}, 'attn-procs');
     const referenceKeys = [...(await readSafetensors(referencePath)).tensors.keys()];
-    expect(referenceKeys.every((k) => /^unet\..+\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k))).toBe(
-      true,
-    );
+    expect(
+      referenceKeys.every((k) => /^unet\..+\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k)),
+    ).toBe(true);
     const loadedReference = new UNet(
       await sessionFromModel(mergeLora(unetModel, await loadDragLora(referencePath, unetModel)), settings),
     );
@@ -527,7 +527,9 @@ describe('LoRA on the input image', () => {
       const viaMerged = await merged.predict(noisy, t, embedding);
       expect(maxDiff(viaMerged.data, (await branch.predict(noisy, t, embedding)).data)).toBeLessThan(1e-4);
       expect(maxDiff(viaMerged.data, (await loaded.predict(noisy, t, embedding)).data)).toBeLessThan(1e-6);
-      expect(maxDiff(viaMerged.data, (await loadedReference.predict(noisy, t, embedding)).data)).toBeLessThan(1e-6);
+      expect(maxDiff(viaMerged.data, (await loadedReference.predict(noisy, t, embedding)).data)).toBeLessThan(
+        1e-6,
+      );
     } finally {
       for (const u of [merged, branch, loaded, loadedReference]) await u.session.release();
     }

@@ -106,9 +106,9 @@ describe('editkit drag', () => {
     expect(existsSync(lora)).toBe(true);
     // saved with the official code's key names, read back by --lora below
     const saved = await readSafetensors(lora);
-    expect([...saved.tensors.keys()].every((k) => /\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k))).toBe(
-      true,
-    );
+    expect(
+      [...saved.tensors.keys()].every((k) => /\.processor\.to_(q|k|v|out)_lora\.(down|up)\.weight$/.test(k)),
+    ).toBe(true);
     expect(saved.metadata).toMatchObject({ lora_key_layout: 'attn-procs', lora_init: 'fan-in' });
     // Two 32-px panels, 8 px apart, enlarged ×8 to reach 256 px.
     expect(await sharp(arrows).metadata()).toMatchObject({ width: 576, height: 256 });

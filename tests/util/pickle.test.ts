@@ -101,9 +101,9 @@ describe('pickle writer', () => {
 
   it('writes a 512×512 mask (bytes ≥ 0x80 as latin-1) without overflowing the stack', () => {
     const data = Float64Array.from({ length: 512 * 512 }, (_, i) => (i % 7 === 0 ? 255 : i % 256));
-    const back = (parsePickle(writePickle({ mask: new NumpyArray('uint8', [512, 512], data) })) as PickleDict).get(
-      'mask',
-    ) as NumpyArray;
+    const back = (
+      parsePickle(writePickle({ mask: new NumpyArray('uint8', [512, 512], data) })) as PickleDict
+    ).get('mask') as NumpyArray;
     expect(back.shape).toEqual([512, 512]);
     expect(Array.from(back.data)).toEqual(Array.from(data));
   });

@@ -11,7 +11,8 @@
  * the only test file that creates them.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -281,5 +282,34 @@ describe.runIf(run)('WebGPU gives the CPU provider’s numbers (tiny fixtures)',
       report.push(`bench parity ${what}: ${error.toExponential(2)} (tolerance 1e-3)`);
       expect(error, what).toBeLessThanOrEqual(1e-3);
     }
+  });
+  it('editkit generate --device webgpu runs with nothing native on stderr (Mesa installed alongside)', () => {
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'cli', 'main.js');
+    const out = join(tmpdir(), `editkit-webgpu-quiet-${process.pid}.png`);
+    const env: NodeJS.ProcessEnv = { ...process.env, EDITKIT_DEBUG: '' };
+    delete env.NODEVICE_SELECT; // as a user's shell has it: this process's probe set it
+    const r = spawnSync(
+      process.execPath,
+      [
+        cli,
+        'generate',
+        '--model',
+        TINY,
+        '-p',
+        'a cat',
+        '--steps',
+        '1',
+        '--device',
+        'webgpu',
+        '-o',
+        out,
+        '--json',
+      ],
+      { encoding: 'utf8', env },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ device: 'webgpu' });
+    expect(r.stderr).not.toMatch(/XDG_RUNTIME_DIR|Vulkan|BackendVk|PhysicalDevice|\[W:onnxruntime/);
+    rmSync(out, { force: true });
   });
 });

@@ -419,7 +419,9 @@ interface ExportCliOptions extends SceneCliOptions {
 
 function exportSub(): Command {
   const command = new Command('export')
-    .description("write held-out edits in a public benchmark's folder layout (DragBench: <task>/<case>/original_image.png, user_drag.png, meta_data.pkl)")
+    .description(
+      "write held-out edits in a public benchmark's folder layout (DragBench: <task>/<case>/original_image.png, user_drag.png, meta_data.pkl)",
+    )
     .addOption(new Option('--format <name>', 'folder layout').choices(['dragbench']).makeOptionMandatory())
     .requiredOption('-o, --out <dir>', 'output folder')
     .option('-n, --cases <n>', 'number of cases', integer('--cases', 1, 100000), 20)

@@ -280,7 +280,9 @@ function alignToUnetModules(peft: PeftLora, base: ModelProto): PeftLora {
       : bare.endsWith('.to_out')
         ? `${bare}.0`
         : undefined;
-    return alternative !== undefined && known.has(alternative) ? module.slice(0, module.length - bare.length) + alternative : module;
+    return alternative !== undefined && known.has(alternative)
+      ? module.slice(0, module.length - bare.length) + alternative
+      : module;
   };
   const tensors = new Map<string, SafeTensor>();
   for (const [key, tensor] of peft.tensors) {
