@@ -1,0 +1,411 @@
+/**
+ * DiffusionCLIP (Kim, Kwon & Ye, CVPR 2022): fine-tune the diffusion model so that what it generates from an
+ * image's DDIM inversion moves along a CLIP text direction, y_ref → y_tar, while staying close to the image.
+ *
+ *  1. Invert each training image with deterministic DDIM and the original model to t₀, in S_for steps (cached:
+ *     the original model never changes).
+ *  2. Generate back in S_gen steps with the model being fine-tuned, ε_θ̂.
+ *  3. Loss: λ_CLIP · (1 − cos(E_I(x̂₀) − E_I(x₀), E_T(y_tar) − E_T(y_ref))) + λ_L1 · |x̂₀ − x₀|, with x̂₀ decoded by
+ *     the VAE decoder before it reaches CLIP (a latent model).
+ *
+ * Two ways to take the gradient (`gradient`):
+ *  - 'per-step' (default, the reference code's GPU-efficient scheme): at every generation step, predict x̂₀ from
+ *    x_t, take the loss and step the optimizer; x_t moves on with ε detached. Memory holds one UNet step, and each
+ *    image gives S_gen updates.
+ *  - 'chain': the loss on the final x̂₀ only, its gradient carried back through all S_gen steps (one VJP per step,
+ *    recomputing nothing but storing the S_gen latents), one update per image. It is the exact gradient of the
+ *    paper's objective, at about twice the compute per update and S_gen× fewer updates.
+ *
+ * What is trained (`adapter`): LoRA factors on the UNet's MatMul/Conv weights (the practical choice at SD size;
+ * the same LoRA code as drag), or every weight ('full', right for the small bundled model).
+ */
+import { join } from 'node:path';
+import {
+  Adam,
+  addLora,
+  foldInitializerCasts,
+  graphOf,
+  loadModel,
+  saveLora,
+  setTensorValues,
+  tensorToFloat32,
+  DataType,
+  type LoraModel,
+  type ModelProto,
+} from '../../autodiff/index.js';
+import type { StableDiffusionBundle } from '../../models/bundle.js';
+import type { ClipModel } from '../../models/clip.js';
+import { NDArray } from '../../runtime/ndarray.js';
+import { Generator } from '../../runtime/random.js';
+import type { ModelSession } from '../../runtime/session.js';
+import { createScheduler } from '../../schedulers/index.js';
+import { UserError } from '../../util/errors.js';
+import { checkImage, encodePrompt, type ProgressCallback } from '../common.js';
+import { mergeLora } from '../drag/lora.js';
+import { sessionFromModel, type SessionSettings } from '../drag/unet_models.js';
+import { saveFullDelta } from './delta.js';
+import { buildClipLossModel, buildVjpModel, CLIP_LOSS_INPUTS, CLIP_VIEWS, promoteParameters } from './models.js';
+import { alphaBar, ddimCoefficients, ddimMove, diffusionClipTimesteps } from './schedule.js';
+
+export type GradientScheme = 'per-step' | 'chain';
+export type AdapterKind = 'lora' | 'full';
+
+export interface DiffusionClipOptions {
+  /** Training images [1, 3, H, W] in [-1, 1], all of one size. */
+  images: readonly NDArray[];
+  /** y_ref and y_tar: the text direction CLIP measures. */
+  sourceText: string;
+  targetText: string;
+  /** Conditioning of the UNet during inversion and generation (default '': unconditional, as the paper's models). */
+  prompt?: string;
+  /** t₀ on the training schedule (default 40% of it: 400 of 1000, the paper's 400–500 for most edits). */
+  t0?: number;
+  /** S_for, S_gen (defaults 40 and 6, the paper's training values). */
+  inversionSteps?: number;
+  generationSteps?: number;
+  epochs?: number;
+  /** Adam learning rate (defaults: LoRA 2e-3, full 4e-5; measured on the bundled model, see the README). */
+  learningRate?: number;
+  lambdaClip?: number;
+  /** Weight of the identity L1 in image space (default 0.3, the reference's `l1_loss_w` for attribute edits). */
+  lambdaL1?: number;
+  gradient?: GradientScheme;
+  /** Standard deviation of the pixel noise on CLIP's views, in [0, 1] units (default 0.03; 0 for none). */
+  viewNoise?: number;
+  adapter?: AdapterKind;
+  /** LoRA rank (default 8) and targets: the attention projections, or every MatMul/Conv weight (default). */
+  loraRank?: number;
+  loraTargets?: 'attention' | 'all';
+  seed?: number;
+  intraOpNumThreads?: number;
+  onProgress?: ProgressCallback;
+  /** After each optimizer update: the losses of that update. */
+  onUpdate?: (update: DiffusionClipUpdate) => void;
+}
+
+export interface DiffusionClipUpdate {
+  epoch: number;
+  image: number;
+  step: number;
+  loss: number;
+  clipLoss: number;
+  l1: number;
+}
+
+export interface DiffusionClipResult {
+  updates: DiffusionClipUpdate[];
+  /** Save the fine-tuned model as a delta file (LoRA factors or W_ft − W). */
+  save(path: string, metadata?: Record<string, string>): Promise<void>;
+  /** The fine-tuned UNet (weights merged), e.g. for a preview. */
+  tunedUnet(): ModelProto;
+  settings: Record<string, string | number>;
+}
+
+interface Trainable {
+  model: ModelProto;
+  parameters: string[];
+  values: Record<string, Float32Array>;
+  dims: Record<string, number[]>;
+  lora?: LoraModel;
+}
+
+/** The weights full fine-tuning trains: Conv/MatMul/Gemm weights and biases, and the norms' scales and shifts. */
+function trainableWeights(unet: ModelProto): string[] {
+  const graph = graphOf(unet);
+  const inits = new Map(graph.initializer.map((t) => [t.name, t]));
+  const chosen = new Set<string>();
+  const slots: Record<string, number[]> = {
+    Conv: [1, 2],
+    MatMul: [1],
+    Gemm: [1, 2],
+    GroupNormalization: [1, 2],
+    LayerNormalization: [1, 2],
+    InstanceNormalization: [1, 2],
+  };
+  for (const node of graph.node) {
+    for (const k of slots[node.opType] ?? []) {
+      const t = inits.get(node.input[k]);
+      if (t && t.dataType === DataType.FLOAT) chosen.add(t.name);
+    }
+  }
+  return [...chosen];
+}
+
+function prepareTrainable(base: ModelProto, options: DiffusionClipOptions): Trainable {
+  const adapter = options.adapter ?? 'lora';
+  if (adapter === 'full') {
+    const parameters = trainableWeights(base);
+    const inits = new Map(graphOf(base).initializer.map((t) => [t.name, t]));
+    const values: Record<string, Float32Array> = {};
+    const dims: Record<string, number[]> = {};
+    for (const p of parameters) {
+      values[p] = Float32Array.from(tensorToFloat32(inits.get(p)!));
+      dims[p] = inits.get(p)!.dims.map(Number);
+    }
+    return { model: base, parameters, values, dims };
+  }
+  const rank = options.loraRank ?? 8;
+  const targets = options.loraTargets ?? 'all';
+  const lora = addLora(base, {
+    rank,
+    alpha: rank,
+    prefix: 'unet.',
+    seed: options.seed ?? 0,
+    targets: targets === 'all' ? () => true : undefined,
+    ops: targets === 'all' ? ['MatMul', 'Gemm', 'Conv'] : undefined,
+  });
+  const inits = new Map(graphOf(lora.model).initializer.map((t) => [t.name, t]));
+  const values: Record<string, Float32Array> = {};
+  const dims: Record<string, number[]> = {};
+  for (const p of lora.parameters) {
+    values[p] = Float32Array.from(tensorToFloat32(inits.get(p)!));
+    dims[p] = inits.get(p)!.dims.map(Number);
+  }
+  return { model: lora.model, parameters: lora.parameters, values, dims, lora };
+}
+
+function timestepFeed(session: ModelSession, t: number): NDArray {
+  const shape = session.input('timestep').shape;
+  return NDArray.full(shape.length === 0 ? [] : [1], t);
+}
+
+export async function diffusionClipFinetune(
+  bundle: StableDiffusionBundle,
+  clip: ClipModel,
+  options: DiffusionClipOptions,
+): Promise<DiffusionClipResult> {
+  if (options.images.length === 0) throw new UserError('DiffusionCLIP needs at least one training image');
+  const { width, height } = checkImage(bundle, options.images[0]);
+  for (const image of options.images) {
+    const size = checkImage(bundle, image);
+    if (size.width !== width || size.height !== height)
+      throw new UserError(`training images must share one size: ${width}×${height} and ${size.width}×${size.height}`);
+  }
+  if (!options.sourceText.trim() || !options.targetText.trim())
+    throw new UserError('give both texts of the CLIP direction (--from and --to)');
+  if (options.sourceText.trim() === options.targetText.trim())
+    throw new UserError('--from and --to are the same text: there is no direction to follow');
+  const { scheduler } = createScheduler(bundle.schedulerConfig, { override: 'ddim' });
+  const alphas = scheduler.alphasCumprod;
+  const trainSteps = alphas.length;
+  const t0 = options.t0 ?? Math.round(0.4 * trainSteps);
+  if (!(Number.isInteger(t0) && t0 >= 1 && t0 < trainSteps))
+    throw new UserError(`t₀ must be an integer timestep from 1 to ${trainSteps - 1}, got ${t0}`);
+  const inversionSteps = options.inversionSteps ?? 40;
+  const generationSteps = options.generationSteps ?? 6;
+  const epochs = options.epochs ?? 1;
+  if (!Number.isInteger(epochs) || epochs < 1) throw new UserError(`epochs must be a positive integer, got ${epochs}`);
+  const inversionSeq = diffusionClipTimesteps(t0, inversionSteps);
+  const generationSeq = diffusionClipTimesteps(t0, generationSteps);
+  const adapter = options.adapter ?? 'lora';
+  const scheme = options.gradient ?? 'per-step';
+  const learningRate = options.learningRate ?? (adapter === 'full' ? 4e-5 : 2e-3);
+  if (!(learningRate > 0)) throw new UserError(`the learning rate must be positive, got ${learningRate}`);
+  const lambdaClip = options.lambdaClip ?? 1;
+  const lambdaL1 = options.lambdaL1 ?? 0.3;
+  const settings: SessionSettings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
+
+  // Text direction and the images' own embeddings: fixed for the whole run.
+  const texts = await clip.embedTexts([options.sourceText, options.targetText]);
+  const dim = texts.shape[1];
+  // One row per CLIP view (the loss compares each view's change with it).
+  const direction = new NDArray(
+    Float32Array.from({ length: CLIP_VIEWS.length * dim }, (_, j) => texts.data[dim + (j % dim)] - texts.data[j % dim]),
+    [CLIP_VIEWS.length, dim],
+  );
+  const gen = new Generator(options.seed ?? 0);
+  const viewNoise = options.viewNoise ?? 0.03;
+  const embedding = (await encodePrompt(bundle, options.prompt ?? '', undefined, 1)).cond;
+
+  // 1. Invert every image to t₀ with the original model (cached).
+  const total = options.images.length * (inversionSteps - 1) + epochs * options.images.length * generationSteps;
+  let progress = 0;
+  const tick = (stage: string) => options.onProgress?.({ stage, step: ++progress, total });
+  const encoder = await bundle.vaeEncoder();
+  const inverted: NDArray[] = [];
+  for (const image of options.images) {
+    let x = await encoder.encode(image);
+    for (let k = 1; k < inversionSeq.length; k++) {
+      const eps = await bundle.unet.predict(x, inversionSeq[k - 1], embedding);
+      x = ddimMove(x, eps, alphaBar(alphas, inversionSeq[k - 1]), alphaBar(alphas, inversionSeq[k]));
+      tick('invert');
+    }
+    inverted.push(x);
+  }
+
+  // 2–3. The gradient models, then the fine-tuning loop.
+  const base = await loadModel(join(bundle.dir, 'unet', 'model.onnx'));
+  foldInitializerCasts(base);
+  const trainable = prepareTrainable(base, options);
+  const vaeDecoder = await loadModel(join(bundle.dir, 'vae_decoder', 'model.onnx'));
+  const clipImage = await loadModel(clip.imageModelPath);
+  const sampleShape = inverted[0].shape;
+  const spec = {
+    output: bundle.unet.outputName,
+    sampleShape,
+    contextShape: embedding.shape,
+    timestepShape: bundle.unet.session.input('timestep').shape.length === 0 ? [] : [1],
+    scalingFactor: bundle.vaeDecoder.scalingFactor,
+    clipProcessing: clip.processing,
+    imageSize: [height, width] as const,
+    lambdaClip,
+    lambdaL1,
+    parameters: trainable.parameters,
+    sampleGradient: scheme === 'chain',
+  };
+  const lossModel = buildClipLossModel(trainable.model, vaeDecoder, clipImage, spec);
+  const sessions: ModelSession[] = [];
+  const open = async (model: ModelProto, label: string) => {
+    const s = await sessionFromModel(model, settings, label);
+    sessions.push(s);
+    return s;
+  };
+  const updates: DiffusionClipUpdate[] = [];
+  try {
+    const lossSession = await open(lossModel.model, 'dclip_loss');
+    const vjp = scheme === 'chain' ? buildVjpModel(trainable.model, spec) : undefined;
+    const vjpSession = vjp ? await open(vjp.model, 'dclip_vjp') : undefined;
+    const forwardSession =
+      scheme === 'chain' ? await open(promoteParameters(trainable.model, trainable.parameters), 'dclip_forward') : undefined;
+    const optimizer = new Adam(trainable.values, { lr: learningRate });
+    const paramFeeds = () =>
+      Object.fromEntries(trainable.parameters.map((p) => [p, new NDArray(trainable.values[p], trainable.dims[p])]));
+    const lossFetch = [lossModel.loss, lossModel.clipLoss, lossModel.l1, lossModel.output];
+    const common = (i: number) => ({
+      encoder_hidden_states: embedding,
+      [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
+      [CLIP_LOSS_INPUTS.viewNoise]: gen.randn([CLIP_VIEWS.length, 3, clip.processing.size, clip.processing.size]).scale(viewNoise),
+      [CLIP_LOSS_INPUTS.textDirection]: direction,
+    });
+    // Generation pairs (t, t_next), from t₀ down to the clean image.
+    const pairs = generationSeq
+      .map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const)
+      .reverse();
+
+    for (let epoch = 0; epoch < epochs; epoch++) {
+      for (let i = 0; i < options.images.length; i++) {
+        if (scheme === 'per-step') {
+          let x = inverted[i];
+          for (const [step, [t, next]] of pairs.entries()) {
+            const coefficients = ddimCoefficients(alphaBar(alphas, t), alphaBar(alphas, next));
+            const out = await lossSession.run(
+              {
+                ...common(i),
+                ...paramFeeds(),
+                sample: x,
+                timestep: timestepFeed(lossSession, t),
+                [CLIP_LOSS_INPUTS.x0Coefficients]: new NDArray(Float32Array.from(coefficients.x0), [2]),
+              },
+              [...lossFetch, ...trainable.parameters.map((p) => lossModel.gradients[p])],
+            );
+            optimizer.step(
+              Object.fromEntries(trainable.parameters.map((p) => [p, out[lossModel.gradients[p]].data])),
+            );
+            const update = {
+              epoch,
+              image: i,
+              step,
+              loss: out[lossModel.loss].data[0],
+              clipLoss: out[lossModel.clipLoss].data[0],
+              l1: out[lossModel.l1].data[0],
+            };
+            updates.push(update);
+            options.onUpdate?.(update);
+            x = x.axpby(coefficients.a, out[lossModel.output], coefficients.b);
+            tick('finetune');
+          }
+        } else {
+          // Forward with the current weights, keeping each step's input.
+          const xs: NDArray[] = [inverted[i]];
+          for (const [t, next] of pairs.slice(0, -1)) {
+            const out = await forwardSession!.run(
+              { sample: xs.at(-1)!, timestep: timestepFeed(forwardSession!, t), encoder_hidden_states: embedding, ...paramFeeds() },
+              [lossModel.output],
+            );
+            xs.push(ddimMove(xs.at(-1)!, out[lossModel.output], alphaBar(alphas, t), alphaBar(alphas, next)));
+            tick('finetune');
+          }
+          // The loss at the last step, then back through the earlier ones.
+          const [tLast, nextLast] = pairs.at(-1)!;
+          const last = ddimCoefficients(alphaBar(alphas, tLast), alphaBar(alphas, nextLast));
+          const out = await lossSession.run(
+            {
+              ...common(i),
+              ...paramFeeds(),
+              sample: xs.at(-1)!,
+              timestep: timestepFeed(lossSession, tLast),
+              [CLIP_LOSS_INPUTS.x0Coefficients]: new NDArray(Float32Array.from(last.x0), [2]),
+            },
+            [...lossFetch, lossModel.gradients.sample, ...trainable.parameters.map((p) => lossModel.gradients[p])],
+          );
+          const grads = Object.fromEntries(
+            trainable.parameters.map((p) => [p, Float32Array.from(out[lossModel.gradients[p]].data)]),
+          );
+          let upstream = out[lossModel.gradients.sample];
+          for (let k = pairs.length - 2; k >= 0; k--) {
+            const [t, next] = pairs[k];
+            const { a, b } = ddimCoefficients(alphaBar(alphas, t), alphaBar(alphas, next));
+            const back = await vjpSession!.run(
+              {
+                sample: xs[k],
+                timestep: timestepFeed(vjpSession!, t),
+                encoder_hidden_states: embedding,
+                [CLIP_LOSS_INPUTS.upstream]: upstream.scale(b),
+                ...paramFeeds(),
+              },
+              [vjp!.gradients.sample, ...trainable.parameters.map((p) => vjp!.gradients[p])],
+            );
+            for (const p of trainable.parameters) {
+              const g = back[vjp!.gradients[p]].data;
+              const acc = grads[p];
+              for (let j = 0; j < acc.length; j++) acc[j] += g[j];
+            }
+            upstream = upstream.axpby(a, back[vjp!.gradients.sample], 1);
+          }
+          optimizer.step(grads);
+          const update = {
+            epoch,
+            image: i,
+            step: pairs.length - 1,
+            loss: out[lossModel.loss].data[0],
+            clipLoss: out[lossModel.clipLoss].data[0],
+            l1: out[lossModel.l1].data[0],
+          };
+          updates.push(update);
+          options.onUpdate?.(update);
+          tick('finetune');
+        }
+      }
+    }
+  } finally {
+    for (const s of sessions) await s.release();
+  }
+
+  const metadata = {
+    editkit_method: 'diffusionclip',
+    from: options.sourceText,
+    to: options.targetText,
+    prompt: options.prompt ?? '',
+    t0: String(t0),
+    inversion_steps: String(inversionSteps),
+    generation_steps: String(generationSteps),
+    gradient: scheme,
+  };
+  return {
+    updates,
+    settings: { t0, inversionSteps, generationSteps, epochs, learningRate, lambdaClip, lambdaL1, adapter, gradient: scheme },
+    async save(path, extra = {}) {
+      if (trainable.lora) {
+        await saveLora(path, trainable.lora, {
+          values: trainable.values,
+          metadata: { ...metadata, editkit_delta: 'lora', ...extra },
+        });
+      } else await saveFullDelta(path, base, trainable.values, { ...metadata, ...extra });
+    },
+    tunedUnet() {
+      const inits = new Map(graphOf(trainable.model).initializer.map((t) => [t.name, t]));
+      for (const p of trainable.parameters) setTensorValues(inits.get(p)!, trainable.values[p]);
+      return trainable.lora ? mergeLora(base, trainable.lora) : trainable.model;
+    },
+  };
+}

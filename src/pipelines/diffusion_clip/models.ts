@@ -1,0 +1,209 @@
+/**
+ * The graphs DiffusionCLIP trains with, each one ONNX model built by src/autodiff:
+ *
+ * - the step-loss model: the UNet being fine-tuned (LoRA branches, or every weight) predicts ε at x_t; the graph
+ *   forms x̂₀ = c_x · x_t + c_ε · ε, decodes it with the (frozen) VAE decoder, embeds the image with the (frozen)
+ *   CLIP image tower, and takes
+ *       λ_CLIP · (1 − cos(E_I(x̂₀) − E_I(x₀), E_T(y_tar) − E_T(y_ref)))  +  λ_L1 · mean |x̂₀ − x₀|
+ *   (image space, [-1, 1]); it returns the loss, ε, and the gradients of the trained parameters (and of x_t for the
+ *   full chain);
+ * - the VJP model, for the full chain only: Σ ε(x_t) ⊙ u for an upstream gradient u, with its gradients with
+ *   respect to x_t and the parameters, to carry d loss / d x back through one DDIM step;
+ * - the forward model: the adapted UNet with the parameters as inputs (the full chain's forward pass).
+ */
+import {
+  attachLoss,
+  buildGradient,
+  cosineDistanceLoss,
+  DataType,
+  Graph,
+  GraphBuilder,
+  l1Loss,
+  makeValueInfo,
+  tensorDims,
+  type LossSpec,
+  type ModelProto,
+} from '../../autodiff/index.js';
+import type { ClipImageProcessing } from '../../models/clip.js';
+
+/** Graph inputs the loss adds to the UNet's own (sample, timestep, encoder_hidden_states). */
+export const CLIP_LOSS_INPUTS = {
+  /** [2]: c_x, c_ε of x̂₀ = c_x · x_t + c_ε · ε. */
+  x0Coefficients: 'dclip_x0_coefficients',
+  /** [1, 3, H, W]: the input image x₀ in [-1, 1] (the identity term). */
+  sourceImage: 'dclip_source_image',
+  /** [1, D]: E_T(y_tar) − E_T(y_ref) of unit text embeddings. */
+  textDirection: 'dclip_text_direction',
+  /** [V, 3, s, s]: pixel noise added to each CLIP view (fresh each step; zeros for none). */
+  viewNoise: 'dclip_view_noise',
+  /** [1, C, h, w]: the full chain's upstream gradient d loss / d ε. */
+  upstream: 'dclip_upstream',
+} as const;
+
+export interface ClipLossSpec {
+  /** The UNet output name (ε). */
+  output: string;
+  sampleShape: readonly number[];
+  contextShape: readonly number[];
+  timestepShape: readonly number[];
+  /** The VAE's scaling factor: latents are divided by it before decoding. */
+  scalingFactor: number;
+  clipProcessing: ClipImageProcessing;
+  /** Image size the decoder produces, [H, W]. */
+  imageSize: readonly [number, number];
+  lambdaClip: number;
+  lambdaL1: number;
+  /** Parameters to differentiate (and feed each step). */
+  parameters: readonly string[];
+  /** Also d loss / d x_t (the full chain needs it). */
+  sampleGradient: boolean;
+}
+
+export interface ClipLossModel {
+  model: ModelProto;
+  loss: string;
+  clipLoss: string;
+  l1: string;
+  output: string;
+  gradients: Record<string, string>;
+}
+
+function inputShapes(graph: Graph, spec: Pick<ClipLossSpec, 'sampleShape' | 'contextShape' | 'timestepShape'>) {
+  const shapes: Record<string, number[]> = {
+    sample: [...spec.sampleShape],
+    encoder_hidden_states: [...spec.contextShape],
+  };
+  if (graph.isInput('timestep')) shapes.timestep = [...spec.timestepShape];
+  return shapes;
+}
+
+/**
+ * Views CLIP sees of each image: the whole image and three crops (7/8 at two corners, 3/4 at the centre), as
+ * [top, left, height, width] fractions. A small CLIP is easy to satisfy with changes no person would call the
+ * edit; averaging the directional loss over crops (with fresh pixel noise each step) makes the shortcut harder,
+ * as CLIP-guided generators do with cutouts.
+ */
+export const CLIP_VIEWS: readonly (readonly [number, number, number, number])[] = [
+  [0, 0, 1, 1],
+  [0, 0, 7 / 8, 7 / 8],
+  [1 / 8, 1 / 8, 7 / 8, 7 / 8],
+  [1 / 8, 1 / 8, 3 / 4, 3 / 4],
+];
+
+/**
+ * x̂₀ → decoder → [0, 1]; x̂₀ and x₀ both cut into {@link CLIP_VIEWS}, resized to CLIP's size, noised, normalised,
+ * embedded; the directional loss per view, averaged; plus the L1 to x₀.
+ */
+function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossSpec): LossSpec {
+  return {
+    description: 'directional CLIP + L1',
+    attach(graph) {
+      const F = DataType.FLOAT;
+      const b = new GraphBuilder(graph, 'dclip');
+      const [imageHeight, imageWidth] = spec.imageSize;
+      const views = CLIP_VIEWS.length;
+      const { size, mean, std } = spec.clipProcessing;
+      graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.x0Coefficients, F, [2]));
+      graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.sourceImage, F, [1, 3, imageHeight, imageWidth]));
+      graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.viewNoise, F, [views, 3, size, size]));
+      const coefficient = (k: number) =>
+        b.op('Gather', [CLIP_LOSS_INPUTS.x0Coefficients, b.int64Scalar(k)], { axis: 0 });
+      const x0 = b.add(b.mul(b.cast('sample', F), coefficient(0)), b.mul(b.cast(spec.output, F), coefficient(1)));
+      const latent = b.scale(x0, 1 / spec.scalingFactor);
+      const image = b.cast(attachLoss(vaeDecoder, { bindings: { latent_sample: latent }, prefix: 'vae/' }).attach(graph), F);
+      // [2, 3, H, W]: the prediction and the source, in [0, 1], cut and resized alike.
+      const pair = b.add(b.scale(b.concat([image, CLIP_LOSS_INPUTS.sourceImage], 0), 0.5), b.scalarLike(0.5, image));
+      const cut = CLIP_VIEWS.map(([top, left, h, w]) => {
+        const y0 = Math.round(top * imageHeight);
+        const x0 = Math.round(left * imageWidth);
+        const y1 = y0 + Math.round(h * imageHeight);
+        const x1 = x0 + Math.round(w * imageWidth);
+        const crop = y0 === 0 && x0 === 0 && y1 === imageHeight && x1 === imageWidth ? pair : b.slice(pair, [y0, x0], [y1, x1], [2, 3]);
+        const ch = y1 - y0;
+        const cw = x1 - x0;
+        return ch === size && cw === size
+          ? crop
+          : b.op('Resize', [crop, '', b.constant(F, [4], [1, 1, size / ch, size / cw])], {
+              mode: 'linear',
+              coordinate_transformation_mode: 'half_pixel',
+            });
+      });
+      // [2·V, 3, s, s], ordered (edited, source) per view; the same noise for both images of a view.
+      const stacked = b.concat(cut, 0);
+      const noise = b.reshape(b.concat([CLIP_LOSS_INPUTS.viewNoise, CLIP_LOSS_INPUTS.viewNoise], 1), [2 * views, 3, size, size]);
+      const noisy = b.add(stacked, noise);
+      const pixels = b.div(b.sub(noisy, b.constant(F, [1, 3, 1, 1], mean)), b.constant(F, [1, 3, 1, 1], std));
+      const embeds = attachLoss(clipImage, { bindings: { pixel_values: pixels }, prefix: 'clip/' }).attach(graph);
+      const norm = b.op('Sqrt', [b.reduceSum(b.mul(embeds, embeds), [-1], true)]);
+      const unitEmbeds = b.div(embeds, b.op('Max', [norm, b.scalarLike(1e-12, embeds)]));
+      // [V, 2, D] → edited − source per view.
+      const byView = b.reshape(unitEmbeds, [views, 2, -1]);
+      const [edited, source] = b.split(byView, 1, [1, 1]);
+      const change = b.reshape(b.sub(edited, source), [views, -1]);
+      const direction = cosineDistanceLoss(change, { input: CLIP_LOSS_INPUTS.textDirection }).attach(graph);
+      const l1 = l1Loss(image, { input: CLIP_LOSS_INPUTS.sourceImage }).attach(graph);
+      b.op('Identity', [direction], undefined, { outputs: ['dclip_clip_loss'] });
+      b.op('Identity', [l1], undefined, { outputs: ['dclip_l1_loss'] });
+      return b.add(b.scale(direction, spec.lambdaClip), b.scale(l1, spec.lambdaL1));
+    },
+  };
+}
+
+/** The step-loss model (see the module comment). `unet` carries the trained parameters as initializers. */
+export function buildClipLossModel(
+  unet: ModelProto,
+  vaeDecoder: ModelProto,
+  clipImage: ModelProto,
+  spec: ClipLossSpec,
+): ClipLossModel {
+  const graph = Graph.fromModel(unet);
+  // Attached here rather than by buildGradient, so that its parts can be outputs.
+  const loss = clipLoss(vaeDecoder, clipImage, spec).attach(graph);
+  const result = buildGradient(graph.toModel(), {
+    loss,
+    wrt: [...(spec.sampleGradient ? ['sample'] : []), ...spec.parameters],
+    outputs: [spec.output, 'dclip_clip_loss', 'dclip_l1_loss'],
+    promote: spec.parameters,
+    inputShapes: inputShapes(graph, spec),
+  });
+  return {
+    model: result.model,
+    loss: result.loss,
+    clipLoss: 'dclip_clip_loss',
+    l1: 'dclip_l1_loss',
+    output: spec.output,
+    gradients: result.gradients,
+  };
+}
+
+/** Σ ε ⊙ u and its gradients with respect to x_t and the parameters (the full chain's backward through a step). */
+export function buildVjpModel(
+  unet: ModelProto,
+  spec: Pick<ClipLossSpec, 'output' | 'sampleShape' | 'contextShape' | 'timestepShape' | 'parameters'>,
+): ClipLossModel {
+  const graph = Graph.fromModel(unet);
+  const b = new GraphBuilder(graph, 'vjp');
+  graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.upstream, DataType.FLOAT, [...spec.sampleShape]));
+  const dot = b.reduceSum(b.mul(b.cast(spec.output, DataType.FLOAT), CLIP_LOSS_INPUTS.upstream), undefined, false);
+  const result = buildGradient(graph.toModel(), {
+    loss: dot,
+    wrt: ['sample', ...spec.parameters],
+    outputs: [spec.output],
+    promote: spec.parameters,
+    inputShapes: inputShapes(graph, spec),
+  });
+  return { model: result.model, loss: result.loss, clipLoss: '', l1: '', output: spec.output, gradients: result.gradients };
+}
+
+/** The UNet with `parameters` turned from initializers into graph inputs (fed the optimizer's values). */
+export function promoteParameters(unet: ModelProto, parameters: readonly string[]): ModelProto {
+  const graph = Graph.fromModel(unet);
+  for (const name of parameters) {
+    const t = graph.initializers.get(name);
+    if (!t) throw new Error(`'${name}' is not an initializer of the UNet`);
+    graph.initializers.delete(name);
+    graph.addInput(makeValueInfo(name, t.dataType, tensorDims(t)));
+  }
+  graph.invalidate();
+  return graph.toModel();
+}
