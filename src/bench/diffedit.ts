@@ -24,7 +24,7 @@ import {
   type EditResult,
   type SampleSceneOptions,
 } from '../world/index.js';
-import { savePlot } from './plot.js';
+import { savePlot } from '../image/plot.js';
 
 export interface DiffEditBenchOptions {
   cases: number;

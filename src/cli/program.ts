@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { clipEditCommand, clipFinetuneCommand } from './commands/diffusion_clip.js';
 import { devicesCommand } from './commands/devices.js';
 import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
@@ -22,6 +23,8 @@ export function buildProgram(): Command {
     invertCommand(),
     editCommand(),
     dragCommand(),
+    clipFinetuneCommand(),
+    clipEditCommand(),
     worldCommand(),
     devicesCommand(),
   ]) {

@@ -34,18 +34,28 @@ export async function saveFullDelta(
     const t = graph.initializers.get(name);
     if (!t) throw new Error(`'${name}' is not a weight of the UNet`);
     const original = tensorToFloat32(t);
-    tensors.set(name, float32ToSafeTensor(values.map((v, i) => v - original[i]), tensorDims(t)));
+    tensors.set(
+      name,
+      float32ToSafeTensor(
+        values.map((v, i) => v - original[i]),
+        tensorDims(t),
+      ),
+    );
   }
   await writeSafetensors(path, tensors, { format: 'pt', editkit_delta: 'full', ...metadata });
 }
 
 /** What a delta file holds, read without applying it. */
-export async function readDeltaInfo(path: string): Promise<{ kind: DeltaKind; metadata: Record<string, string> }> {
+export async function readDeltaInfo(
+  path: string,
+): Promise<{ kind: DeltaKind; metadata: Record<string, string> }> {
   let file;
   try {
     file = await readSafetensors(path);
   } catch (error) {
-    throw new UserError(`cannot read the delta '${path}': ${error instanceof Error ? error.message : String(error)}`);
+    throw new UserError(
+      `cannot read the delta '${path}': ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
   const kind = file.metadata['editkit_delta'] === 'full' ? 'full' : 'lora';
   return { kind, metadata: file.metadata };
@@ -75,7 +85,15 @@ export async function applyDelta(base: ModelProto, path: string, weight = 1): Pr
         `the delta '${path}' has '${name}' as [${delta.shape.join(', ')}], the UNet as [${dims.join(', ')}]`,
       );
     const d = safeTensorToFloat32(delta);
-    graph.initializers.set(name, makeTensor(name, t.dataType, dims, tensorToFloat32(t).map((v, i) => v + weight * d[i])));
+    graph.initializers.set(
+      name,
+      makeTensor(
+        name,
+        t.dataType,
+        dims,
+        tensorToFloat32(t).map((v, i) => v + weight * d[i]),
+      ),
+    );
   }
   return graph.toModel();
 }

@@ -67,7 +67,8 @@ export async function diffusionClipEdit(
   const settings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
   const unets: UNet[] = [];
   try {
-    for (const m of options.models) unets.push(new UNet(await sessionFromModel(m.unet, settings, 'dclip_unet')));
+    for (const m of options.models)
+      unets.push(new UNet(await sessionFromModel(m.unet, settings, 'dclip_unet')));
     let x = await (await bundle.vaeEncoder()).encode(options.image);
     for (let k = 1; k < inversionSeq.length; k++) {
       const eps = await bundle.unet.predict(x, inversionSeq[k - 1], embedding);
@@ -76,7 +77,8 @@ export async function diffusionClipEdit(
     }
     for (let k = generationSeq.length - 1; k >= 0; k--) {
       const t = generationSeq[k];
-      let eps = gamma.original > 0 ? (await bundle.unet.predict(x, t, embedding)).scale(gamma.original) : undefined;
+      let eps =
+        gamma.original > 0 ? (await bundle.unet.predict(x, t, embedding)).scale(gamma.original) : undefined;
       for (const [i, unet] of unets.entries()) {
         const e = (await unet.predict(x, t, embedding)).scale(gamma.tuned[i]);
         eps = eps ? eps.axpby(1, e, 1) : e;

@@ -44,7 +44,13 @@ import { checkImage, encodePrompt, type ProgressCallback } from '../common.js';
 import { mergeLora } from '../drag/lora.js';
 import { sessionFromModel, type SessionSettings } from '../drag/unet_models.js';
 import { saveFullDelta } from './delta.js';
-import { buildClipLossModel, buildVjpModel, CLIP_LOSS_INPUTS, CLIP_VIEWS, promoteParameters } from './models.js';
+import {
+  buildClipLossModel,
+  buildVjpModel,
+  CLIP_LOSS_INPUTS,
+  CLIP_VIEWS,
+  promoteParameters,
+} from './models.js';
 import { alphaBar, ddimCoefficients, ddimMove, diffusionClipTimesteps } from './schedule.js';
 
 export type GradientScheme = 'per-step' | 'chain';
@@ -64,7 +70,7 @@ export interface DiffusionClipOptions {
   inversionSteps?: number;
   generationSteps?: number;
   epochs?: number;
-  /** Adam learning rate (defaults: LoRA 2e-3, full 4e-5; measured on the bundled model, see the README). */
+  /** Adam learning rate (defaults: LoRA 2e-4, full 4e-5; measured on the bundled model, see the README). */
   learningRate?: number;
   lambdaClip?: number;
   /** Weight of the identity L1 in image space (default 0.3, the reference's `l1_loss_w` for attribute edits). */
@@ -179,7 +185,9 @@ export async function diffusionClipFinetune(
   for (const image of options.images) {
     const size = checkImage(bundle, image);
     if (size.width !== width || size.height !== height)
-      throw new UserError(`training images must share one size: ${width}×${height} and ${size.width}×${size.height}`);
+      throw new UserError(
+        `training images must share one size: ${width}×${height} and ${size.width}×${size.height}`,
+      );
   }
   if (!options.sourceText.trim() || !options.targetText.trim())
     throw new UserError('give both texts of the CLIP direction (--from and --to)');
@@ -194,12 +202,13 @@ export async function diffusionClipFinetune(
   const inversionSteps = options.inversionSteps ?? 40;
   const generationSteps = options.generationSteps ?? 6;
   const epochs = options.epochs ?? 1;
-  if (!Number.isInteger(epochs) || epochs < 1) throw new UserError(`epochs must be a positive integer, got ${epochs}`);
+  if (!Number.isInteger(epochs) || epochs < 1)
+    throw new UserError(`epochs must be a positive integer, got ${epochs}`);
   const inversionSeq = diffusionClipTimesteps(t0, inversionSteps);
   const generationSeq = diffusionClipTimesteps(t0, generationSteps);
   const adapter = options.adapter ?? 'lora';
   const scheme = options.gradient ?? 'per-step';
-  const learningRate = options.learningRate ?? (adapter === 'full' ? 4e-5 : 2e-3);
+  const learningRate = options.learningRate ?? (adapter === 'full' ? 4e-5 : 2e-4);
   if (!(learningRate > 0)) throw new UserError(`the learning rate must be positive, got ${learningRate}`);
   const lambdaClip = options.lambdaClip ?? 1;
   const lambdaL1 = options.lambdaL1 ?? 0.3;
@@ -210,7 +219,10 @@ export async function diffusionClipFinetune(
   const dim = texts.shape[1];
   // One row per CLIP view (the loss compares each view's change with it).
   const direction = new NDArray(
-    Float32Array.from({ length: CLIP_VIEWS.length * dim }, (_, j) => texts.data[dim + (j % dim)] - texts.data[j % dim]),
+    Float32Array.from(
+      { length: CLIP_VIEWS.length * dim },
+      (_, j) => texts.data[dim + (j % dim)] - texts.data[j % dim],
+    ),
     [CLIP_VIEWS.length, dim],
   );
   const gen = new Generator(options.seed ?? 0);
@@ -218,7 +230,8 @@ export async function diffusionClipFinetune(
   const embedding = (await encodePrompt(bundle, options.prompt ?? '', undefined, 1)).cond;
 
   // 1. Invert every image to t₀ with the original model (cached).
-  const total = options.images.length * (inversionSteps - 1) + epochs * options.images.length * generationSteps;
+  const total =
+    options.images.length * (inversionSteps - 1) + epochs * options.images.length * generationSteps;
   let progress = 0;
   const tick = (stage: string) => options.onProgress?.({ stage, step: ++progress, total });
   const encoder = await bundle.vaeEncoder();
@@ -266,21 +279,25 @@ export async function diffusionClipFinetune(
     const vjp = scheme === 'chain' ? buildVjpModel(trainable.model, spec) : undefined;
     const vjpSession = vjp ? await open(vjp.model, 'dclip_vjp') : undefined;
     const forwardSession =
-      scheme === 'chain' ? await open(promoteParameters(trainable.model, trainable.parameters), 'dclip_forward') : undefined;
+      scheme === 'chain'
+        ? await open(promoteParameters(trainable.model, trainable.parameters), 'dclip_forward')
+        : undefined;
     const optimizer = new Adam(trainable.values, { lr: learningRate });
     const paramFeeds = () =>
-      Object.fromEntries(trainable.parameters.map((p) => [p, new NDArray(trainable.values[p], trainable.dims[p])]));
+      Object.fromEntries(
+        trainable.parameters.map((p) => [p, new NDArray(trainable.values[p], trainable.dims[p])]),
+      );
     const lossFetch = [lossModel.loss, lossModel.clipLoss, lossModel.l1, lossModel.output];
     const common = (i: number) => ({
       encoder_hidden_states: embedding,
       [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
-      [CLIP_LOSS_INPUTS.viewNoise]: gen.randn([CLIP_VIEWS.length, 3, clip.processing.size, clip.processing.size]).scale(viewNoise),
+      [CLIP_LOSS_INPUTS.viewNoise]: gen
+        .randn([CLIP_VIEWS.length, 3, clip.processing.size, clip.processing.size])
+        .scale(viewNoise),
       [CLIP_LOSS_INPUTS.textDirection]: direction,
     });
     // Generation pairs (t, t_next), from t₀ down to the clean image.
-    const pairs = generationSeq
-      .map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const)
-      .reverse();
+    const pairs = generationSeq.map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const).reverse();
 
     for (let epoch = 0; epoch < epochs; epoch++) {
       for (let i = 0; i < options.images.length; i++) {
@@ -319,7 +336,12 @@ export async function diffusionClipFinetune(
           const xs: NDArray[] = [inverted[i]];
           for (const [t, next] of pairs.slice(0, -1)) {
             const out = await forwardSession!.run(
-              { sample: xs.at(-1)!, timestep: timestepFeed(forwardSession!, t), encoder_hidden_states: embedding, ...paramFeeds() },
+              {
+                sample: xs.at(-1)!,
+                timestep: timestepFeed(forwardSession!, t),
+                encoder_hidden_states: embedding,
+                ...paramFeeds(),
+              },
               [lossModel.output],
             );
             xs.push(ddimMove(xs.at(-1)!, out[lossModel.output], alphaBar(alphas, t), alphaBar(alphas, next)));
@@ -336,7 +358,11 @@ export async function diffusionClipFinetune(
               timestep: timestepFeed(lossSession, tLast),
               [CLIP_LOSS_INPUTS.x0Coefficients]: new NDArray(Float32Array.from(last.x0), [2]),
             },
-            [...lossFetch, lossModel.gradients.sample, ...trainable.parameters.map((p) => lossModel.gradients[p])],
+            [
+              ...lossFetch,
+              lossModel.gradients.sample,
+              ...trainable.parameters.map((p) => lossModel.gradients[p]),
+            ],
           );
           const grads = Object.fromEntries(
             trainable.parameters.map((p) => [p, Float32Array.from(out[lossModel.gradients[p]].data)]),
@@ -393,7 +419,17 @@ export async function diffusionClipFinetune(
   };
   return {
     updates,
-    settings: { t0, inversionSteps, generationSteps, epochs, learningRate, lambdaClip, lambdaL1, adapter, gradient: scheme },
+    settings: {
+      t0,
+      inversionSteps,
+      generationSteps,
+      epochs,
+      learningRate,
+      lambdaClip,
+      lambdaL1,
+      adapter,
+      gradient: scheme,
+    },
     async save(path, extra = {}) {
       if (trainable.lora) {
         await saveLora(path, trainable.lora, {

@@ -68,7 +68,10 @@ export interface ClipLossModel {
   gradients: Record<string, string>;
 }
 
-function inputShapes(graph: Graph, spec: Pick<ClipLossSpec, 'sampleShape' | 'contextShape' | 'timestepShape'>) {
+function inputShapes(
+  graph: Graph,
+  spec: Pick<ClipLossSpec, 'sampleShape' | 'contextShape' | 'timestepShape'>,
+) {
   const shapes: Record<string, number[]> = {
     sample: [...spec.sampleShape],
     encoder_hidden_states: [...spec.contextShape],
@@ -108,17 +111,29 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.viewNoise, F, [views, 3, size, size]));
       const coefficient = (k: number) =>
         b.op('Gather', [CLIP_LOSS_INPUTS.x0Coefficients, b.int64Scalar(k)], { axis: 0 });
-      const x0 = b.add(b.mul(b.cast('sample', F), coefficient(0)), b.mul(b.cast(spec.output, F), coefficient(1)));
+      const x0 = b.add(
+        b.mul(b.cast('sample', F), coefficient(0)),
+        b.mul(b.cast(spec.output, F), coefficient(1)),
+      );
       const latent = b.scale(x0, 1 / spec.scalingFactor);
-      const image = b.cast(attachLoss(vaeDecoder, { bindings: { latent_sample: latent }, prefix: 'vae/' }).attach(graph), F);
+      const image = b.cast(
+        attachLoss(vaeDecoder, { bindings: { latent_sample: latent }, prefix: 'vae/' }).attach(graph),
+        F,
+      );
       // [2, 3, H, W]: the prediction and the source, in [0, 1], cut and resized alike.
-      const pair = b.add(b.scale(b.concat([image, CLIP_LOSS_INPUTS.sourceImage], 0), 0.5), b.scalarLike(0.5, image));
+      const pair = b.add(
+        b.scale(b.concat([image, CLIP_LOSS_INPUTS.sourceImage], 0), 0.5),
+        b.scalarLike(0.5, image),
+      );
       const cut = CLIP_VIEWS.map(([top, left, h, w]) => {
         const y0 = Math.round(top * imageHeight);
         const x0 = Math.round(left * imageWidth);
         const y1 = y0 + Math.round(h * imageHeight);
         const x1 = x0 + Math.round(w * imageWidth);
-        const crop = y0 === 0 && x0 === 0 && y1 === imageHeight && x1 === imageWidth ? pair : b.slice(pair, [y0, x0], [y1, x1], [2, 3]);
+        const crop =
+          y0 === 0 && x0 === 0 && y1 === imageHeight && x1 === imageWidth
+            ? pair
+            : b.slice(pair, [y0, x0], [y1, x1], [2, 3]);
         const ch = y1 - y0;
         const cw = x1 - x0;
         return ch === size && cw === size
@@ -130,10 +145,17 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       });
       // [2·V, 3, s, s], ordered (edited, source) per view; the same noise for both images of a view.
       const stacked = b.concat(cut, 0);
-      const noise = b.reshape(b.concat([CLIP_LOSS_INPUTS.viewNoise, CLIP_LOSS_INPUTS.viewNoise], 1), [2 * views, 3, size, size]);
+      const noise = b.reshape(b.concat([CLIP_LOSS_INPUTS.viewNoise, CLIP_LOSS_INPUTS.viewNoise], 1), [
+        2 * views,
+        3,
+        size,
+        size,
+      ]);
       const noisy = b.add(stacked, noise);
       const pixels = b.div(b.sub(noisy, b.constant(F, [1, 3, 1, 1], mean)), b.constant(F, [1, 3, 1, 1], std));
-      const embeds = attachLoss(clipImage, { bindings: { pixel_values: pixels }, prefix: 'clip/' }).attach(graph);
+      const embeds = attachLoss(clipImage, { bindings: { pixel_values: pixels }, prefix: 'clip/' }).attach(
+        graph,
+      );
       const norm = b.op('Sqrt', [b.reduceSum(b.mul(embeds, embeds), [-1], true)]);
       const unitEmbeds = b.div(embeds, b.op('Max', [norm, b.scalarLike(1e-12, embeds)]));
       // [V, 2, D] → edited − source per view.
@@ -184,7 +206,11 @@ export function buildVjpModel(
   const graph = Graph.fromModel(unet);
   const b = new GraphBuilder(graph, 'vjp');
   graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.upstream, DataType.FLOAT, [...spec.sampleShape]));
-  const dot = b.reduceSum(b.mul(b.cast(spec.output, DataType.FLOAT), CLIP_LOSS_INPUTS.upstream), undefined, false);
+  const dot = b.reduceSum(
+    b.mul(b.cast(spec.output, DataType.FLOAT), CLIP_LOSS_INPUTS.upstream),
+    undefined,
+    false,
+  );
   const result = buildGradient(graph.toModel(), {
     loss: dot,
     wrt: ['sample', ...spec.parameters],
@@ -192,7 +218,14 @@ export function buildVjpModel(
     promote: spec.parameters,
     inputShapes: inputShapes(graph, spec),
   });
-  return { model: result.model, loss: result.loss, clipLoss: '', l1: '', output: spec.output, gradients: result.gradients };
+  return {
+    model: result.model,
+    loss: result.loss,
+    clipLoss: '',
+    l1: '',
+    output: spec.output,
+    gradients: result.gradients,
+  };
 }
 
 /** The UNet with `parameters` turned from initializers into graph inputs (fed the optimizer's values). */

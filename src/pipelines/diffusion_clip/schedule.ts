@@ -9,7 +9,8 @@ import { UserError } from '../../util/errors.js';
 /** int(linspace(0, 1, n) · t₀), as the reference builds its sequences. */
 export function diffusionClipTimesteps(t0: number, n: number): number[] {
   if (!Number.isInteger(n) || n < 2) throw new UserError(`DiffusionCLIP needs at least 2 steps, got ${n}`);
-  if (!Number.isInteger(t0) || t0 < 1) throw new UserError(`t₀ must be a positive integer timestep, got ${t0}`);
+  if (!Number.isInteger(t0) || t0 < 1)
+    throw new UserError(`t₀ must be a positive integer timestep, got ${t0}`);
   return Array.from({ length: n }, (_, k) => Math.trunc((k / (n - 1)) * t0));
 }
 

@@ -37,7 +37,7 @@ export function plotSvg(spec: PlotSpec): string {
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${width / 2 - margin.right / 2}" y="22" text-anchor="middle" font-size="15">${escape(spec.title)}</text>`,
+    `<text x="${margin.left}" y="22" text-anchor="start" font-size="15">${escape(spec.title)}</text>`,
   ];
   for (const tick of ticks(x0, x1)) {
     parts.push(
