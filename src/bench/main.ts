@@ -16,6 +16,7 @@ import { PerceptualDistance } from '../metrics/perceptual.js';
 import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { relativeDifference, runOnDevice } from './device_parity.js';
+import { diffusionClipBenchMain } from './diffusion_clip.js';
 import { dragBenchMain } from './drag.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
@@ -263,9 +264,10 @@ async function benchMain(argv: string[]): Promise<void> {
     return;
   }
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
+  if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit | autodiff | parity | drag', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit | diffusion-clip | autodiff | parity | drag', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -276,7 +278,7 @@ async function benchMain(argv: string[]): Promise<void> {
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
     process.stderr.write(
-      `bench: unknown suite '${suite}' (available: pipeline, diffedit, autodiff, parity, drag)\n`,
+      `bench: unknown suite '${suite}' (available: pipeline, diffedit, diffusion-clip, autodiff, parity, drag)\n`,
     );
     process.exitCode = 2;
     return;

@@ -40,6 +40,7 @@ import { Generator } from '../../runtime/random.js';
 import type { ModelSession } from '../../runtime/session.js';
 import { createScheduler } from '../../schedulers/index.js';
 import { UserError } from '../../util/errors.js';
+import { ensureParentDir } from '../../util/files.js';
 import { checkImage, encodePrompt, type ProgressCallback } from '../common.js';
 import { mergeLora } from '../drag/lora.js';
 import { sessionFromModel, type SessionSettings } from '../drag/unet_models.js';
@@ -431,6 +432,7 @@ export async function diffusionClipFinetune(
       gradient: scheme,
     },
     async save(path, extra = {}) {
+      await ensureParentDir(path);
       if (trainable.lora) {
         await saveLora(path, trainable.lora, {
           values: trainable.values,
