@@ -177,11 +177,14 @@ export class ClipModel {
   async embedTexts(texts: readonly string[]): Promise<NDArray> {
     if (!this.textSession || !this.tokenizer) throw new Error('this CLIP was loaded without its text tower');
     const encoding = this.tokenizer.batchEncode(texts, { maxLength: this.maxLength });
-    const feeds: Record<string, NDArray | IntArray> = {
-      input_ids: new IntArray(encoding.inputIds, encoding.shape),
-    };
-    if (this.textSession.hasInput('attention_mask'))
-      feeds.attention_mask = new IntArray(encoding.attentionMask, encoding.shape);
+    return this.embedTokens(encoding.inputIds, encoding.attentionMask, encoding.shape);
+  }
+
+  /** Unit-length text embeddings [N, D] of token ids (row-major [N, L], with their attention mask). */
+  async embedTokens(inputIds: Int32Array, attentionMask: Int32Array, shape: [number, number]): Promise<NDArray> {
+    if (!this.textSession) throw new Error('this CLIP was loaded without its text tower');
+    const feeds: Record<string, NDArray | IntArray> = { input_ids: new IntArray(inputIds, shape) };
+    if (this.textSession.hasInput('attention_mask')) feeds.attention_mask = new IntArray(attentionMask, shape);
     const out = await this.textSession.run(feeds, ['text_embeds']);
     return l2Normalize(out.text_embeds);
   }

@@ -3,6 +3,7 @@
  * renders (its model card says 94.7% top-1 in groups of 64; here 16 scenes, a bar of 75%), and the directional
  * similarity's geometry.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClipModel, cosineRows, directionalSimilarity } from '../../src/models/clip.js';
@@ -72,5 +73,41 @@ describe('ClipModel (bundled emoji-clip)', () => {
   it('refuses a folder that is not a CLIP', async () => {
     await expect(ClipModel.load(join(EMOJI_LDM, 'nowhere'))).rejects.toThrow(ModelError);
     await expect(ClipModel.load(EMOJI_LDM)).rejects.toThrow(/is not a CLIP folder/);
+  });
+});
+
+describe('ClipModel (transformers/Optimum layout, random weights)', () => {
+  const dir = join(import.meta.dirname, '..', 'fixtures', 'clip-optimum');
+  const reference = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')) as {
+    image01: number[];
+    image_embeds: number[];
+    input_ids: number[][];
+    attention_mask: number[][];
+    text_embeds: number[][];
+  };
+  const unit = (v: number[]) => {
+    const n = Math.hypot(...v);
+    return v.map((x) => x / n);
+  };
+
+  it('reads preprocessor_config.json and matches PyTorch on both towers (int64 ids, attention mask)', async () => {
+    const optimum = await ClipModel.load(dir);
+    try {
+      expect(optimum.processing).toEqual({ size: 32, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] });
+      const image = await optimum.embedImages(new NDArray(Float32Array.from(reference.image01), [1, 3, 32, 32]));
+      const want = unit(reference.image_embeds);
+      expect(Math.max(...want.map((v, i) => Math.abs(v - image.data[i])))).toBeLessThan(1e-5);
+      const shape: [number, number] = [2, 24];
+      const text = await optimum.embedTokens(
+        Int32Array.from(reference.input_ids.flat()),
+        Int32Array.from(reference.attention_mask.flat()),
+        shape,
+      );
+      const wantText = reference.text_embeds.flatMap(unit);
+      expect(Math.max(...wantText.map((v, i) => Math.abs(v - text.data[i])))).toBeLessThan(1e-5);
+      expect((await optimum.embedTexts(['a cat on the grass'])).shape).toEqual([1, 16]);
+    } finally {
+      await optimum.release();
+    }
   });
 });
