@@ -28,6 +28,7 @@ import {
 import { img2img } from '../pipelines/img2img.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { writeFileAtomic } from '../util/files.js';
+import { getBackground } from '../world/backgrounds.js';
 import { caption } from '../world/caption.js';
 import { renderScene } from '../world/render.js';
 import { sampleScene, type SampleSceneOptions, type Scene } from '../world/scene.js';
@@ -106,8 +107,9 @@ export async function benchDiffusionClip(
 ): Promise<Record<string, unknown>> {
   const size = options.scene.width ?? bundle.defaultImageSize;
   const sceneOptions = { ...options.scene, width: size, height: size };
-  const fromText = `a photo on the ${options.from}`;
-  const toText = `a photo on the ${options.to}`;
+  // The world's own phrasing ("in the snow", "on the grass"), which the bundled CLIP was trained on.
+  const fromText = `a picture ${getBackground(options.from).phrase}`;
+  const toText = `a picture ${getBackground(options.to).phrase}`;
   const texts = await clip.embedTexts([fromText, toText]);
   const dim = texts.shape[1];
   const textFrom = new NDArray(texts.data.slice(0, dim), [1, dim]);
@@ -275,6 +277,7 @@ export async function benchDiffusionClip(
   );
   const report = {
     edit: `${options.from} → ${options.to}`,
+    texts: [fromText, toText],
     model: bundle.dir,
     cases: options.cases,
     finetune: {
