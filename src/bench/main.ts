@@ -18,6 +18,7 @@ import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult }
 import { relativeDifference, runOnDevice } from './device_parity.js';
 import { diffusionClipBenchMain } from './diffusion_clip.js';
 import { dragBenchMain } from './drag.js';
+import { vsTorchMain } from './vs_torch.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
 import { resolveWorldSubset } from '../world/subsets.js';
@@ -264,10 +265,11 @@ async function benchMain(argv: string[]): Promise<void> {
     return;
   }
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
+  if (argv[0] === 'vs-torch') return vsTorchMain(argv.slice(1));
   if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit | diffusion-clip | autodiff | parity | drag', 'pipeline')
+    .argument('[suite]', 'pipeline | diffedit | diffusion-clip | vs-torch | autodiff | parity | drag', 'pipeline')
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')
@@ -278,7 +280,7 @@ async function benchMain(argv: string[]): Promise<void> {
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
     process.stderr.write(
-      `bench: unknown suite '${suite}' (available: pipeline, diffedit, diffusion-clip, autodiff, parity, drag)\n`,
+      `bench: unknown suite '${suite}' (available: pipeline, diffedit, diffusion-clip, vs-torch, autodiff, parity, drag)\n`,
     );
     process.exitCode = 2;
     return;
