@@ -9,6 +9,7 @@
  * the directional CLIP score (bundled CLIP), PSNR to the ground-truth target, and preservation where nothing should
  * change: PSNR and the LPIPS-style distance on the objects (their rendered footprint).
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { rgb8ToTensor, saveImage, sideBySide } from '../image/io.js';
@@ -105,6 +106,7 @@ export async function benchDiffusionClip(
   perceptual: PerceptualDistance | undefined,
   options: DiffusionClipBenchOptions,
 ): Promise<Record<string, unknown>> {
+  await mkdir(options.out, { recursive: true });
   const size = options.scene.width ?? bundle.defaultImageSize;
   const sceneOptions = { ...options.scene, width: size, height: size };
   // The world's own phrasing ("in the snow", "on the grass"), which the bundled CLIP was trained on.

@@ -269,7 +269,11 @@ async function benchMain(argv: string[]): Promise<void> {
   if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
-    .argument('[suite]', 'pipeline | diffedit | diffusion-clip | vs-torch | autodiff | parity | drag', 'pipeline')
+    .argument(
+      '[suite]',
+      'pipeline | diffedit | diffusion-clip | vs-torch | autodiff | parity | drag',
+      'pipeline',
+    )
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
     .option('--devices <list>', 'comma-separated devices to measure', 'cpu,webgpu')
     .option('--steps <n>', 'denoising steps for the end-to-end run', '50')

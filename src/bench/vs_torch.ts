@@ -7,6 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
@@ -38,7 +39,9 @@ function runJson(command: string, args: string[], what: string): Record<string, 
   try {
     return JSON.parse(line) as Record<string, unknown>;
   } catch {
-    throw new Error(`${what} failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+    throw new Error(
+      `${what} failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`,
+    );
   }
 }
 
@@ -52,11 +55,19 @@ const LABELS: Record<VsTorchWhat, string> = {
 
 export async function vsTorchMain(argv: readonly string[]): Promise<void> {
   const program = new Command('bench vs-torch')
-    .option('--sizes <list>', 'bundled (the bundled model’s architecture) and/or sd15 (SD 1.5 at 512²)', 'bundled')
+    .option(
+      '--sizes <list>',
+      'bundled (the bundled model’s architecture) and/or sd15 (SD 1.5 at 512²)',
+      'bundled',
+    )
     .option('--threads <n>', 'threads on both sides', '2')
     .option('--repeats <n>', 'timed runs per measurement (default 5; 2 at SD-1.5 size)')
     .option('--what <list>', 'unet,unet_grad,vae_encode,vae_decode', 'unet,unet_grad,vae_encode,vae_decode')
-    .option('--python <path>', 'a Python with torch (Debian: python3-torch, with libopenblas0-openmp)', '/usr/bin/python3')
+    .option(
+      '--python <path>',
+      'a Python with torch (Debian: python3-torch, with libopenblas0-openmp)',
+      '/usr/bin/python3',
+    )
     .option('--work <dir>', 'where the exported networks are kept', 'bench-results/vs-torch/models')
     .option('--out <dir>', 'where results.{md,json} go', 'bench-results/vs-torch');
   program.parse([...argv], { from: 'user' });
@@ -67,6 +78,7 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
       `'${o.python}' cannot import torch and onnx: install python3-torch, python3-onnx and libopenblas0-openmp (Debian), or pass --python`,
     );
   if (!existsSync(WORKER)) throw new UserError(`${WORKER} is missing: run npm run build`);
+  await mkdir(o.out, { recursive: true });
   const threads = o.threads;
   const sizes = o.sizes.split(',').map((s) => s.trim());
   const whats = o.what.split(',').map((s) => s.trim()) as VsTorchWhat[];
@@ -75,7 +87,9 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
   const matmulOrt = runJson(process.execPath, [WORKER, '-', 'matmul', threads, '10'], 'ORT matmul');
   const matmulTorch = runJson(o.python, [SCRIPT, 'matmul', '--threads', threads], 'torch matmul');
   const peak = Number(matmulOrt.gflops);
-  log(`MatMul 1024³: ORT ${peak.toFixed(1)} GFLOP/s, torch ${Number(matmulTorch.gflops).toFixed(1)} GFLOP/s (${String(matmulTorch.blas)})`);
+  log(
+    `MatMul 1024³: ORT ${peak.toFixed(1)} GFLOP/s, torch ${Number(matmulTorch.gflops).toFixed(1)} GFLOP/s (${String(matmulTorch.blas)})`,
+  );
 
   const rows: Row[] = [];
   let torchInfo: Record<string, unknown> = {};
@@ -83,7 +97,11 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     const dir = join(o.work, size);
     if (!existsSync(join(dir, 'meta.json'))) {
       log(`exporting the ${size} networks to ${dir} (PyTorch → ONNX)…`);
-      runJson(o.python, [SCRIPT, 'export', '--size', size, '--out', dir, '--threads', threads], `export ${size}`);
+      runJson(
+        o.python,
+        [SCRIPT, 'export', '--size', size, '--out', dir, '--threads', threads],
+        `export ${size}`,
+      );
     }
     const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as {
       multiply_adds: Record<string, number>;
@@ -92,7 +110,11 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     const repeats = o.repeats ?? (size === 'sd15' ? '2' : '5');
     for (const what of whats) {
       const ek = runJson(process.execPath, [WORKER, dir, what, threads, repeats], `EditKit ${size} ${what}`);
-      const pt = runJson(o.python, [SCRIPT, 'time', '--dir', dir, '--what', what, '--threads', threads, '--repeats', repeats], `torch ${size} ${what}`);
+      const pt = runJson(
+        o.python,
+        [SCRIPT, 'time', '--dir', dir, '--what', what, '--threads', threads, '--repeats', repeats],
+        `torch ${size} ${what}`,
+      );
       torchInfo = pt;
       const key = what === 'unet' ? 'unet' : what;
       const macs = what === 'unet_grad' ? undefined : meta.multiply_adds[key];
@@ -110,11 +132,17 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
         rooflineFraction: macs ? (2 * macs) / editkitMs / 1e6 / peak : undefined,
       };
       rows.push(row);
-      log(`${size} ${LABELS[what]}: EditKit ${editkitMs.toFixed(1)} ms, PyTorch ${row.torchMs.toFixed(1)} ms (×${row.ratio.toFixed(2)})`);
+      log(
+        `${size} ${LABELS[what]}: EditKit ${editkitMs.toFixed(1)} ms, PyTorch ${row.torchMs.toFixed(1)} ms (×${row.ratio.toFixed(2)})`,
+      );
     }
   }
   const report = {
-    machine: { threads: Number(threads), ortMatmulGflops: peak, torchMatmulGflops: Number(matmulTorch.gflops) },
+    machine: {
+      threads: Number(threads),
+      ortMatmulGflops: peak,
+      torchMatmulGflops: Number(matmulTorch.gflops),
+    },
     torch: { version: torchInfo.torch, blas: torchInfo.blas ?? matmulTorch.blas },
     rows,
   };

@@ -27,7 +27,11 @@ async function median(run: () => Promise<unknown>, repeats: number): Promise<num
 /** A 1024³ MatMul on ONNX Runtime: the machine's matrix-multiply rate for this thread count. */
 async function matmulGflops(threads: number): Promise<number> {
   const { TinyModelBuilder } = await import('./matmul_model.js');
-  const session = await sessionFromModel(TinyModelBuilder.matmul(1024), { device: 'cpu', intraOpNumThreads: threads }, 'matmul');
+  const session = await sessionFromModel(
+    TinyModelBuilder.matmul(1024),
+    { device: 'cpu', intraOpNumThreads: threads },
+    'matmul',
+  );
   const a = NDArray.full([1024, 1024], 0.5);
   const ms = await median(() => session.run({ a, b: a }), 10);
   await session.release();
@@ -48,7 +52,8 @@ export async function measure(dir: string, what: VsTorchWhat, threads: number, r
       session = await ModelSession.create(join(dir, 'unet.onnx'), settings);
       feeds = { sample, timestep, encoder_hidden_states: context };
     } else {
-      const first = (x: NDArray) => new NDArray(x.data.slice(0, x.size / x.shape[0]), [1, ...x.shape.slice(1)]);
+      const first = (x: NDArray) =>
+        new NDArray(x.data.slice(0, x.size / x.shape[0]), [1, ...x.shape.slice(1)]);
       const gradient = buildGradient(await loadModel(join(dir, 'unet.onnx')), {
         loss: mseLoss('out_sample', { input: 'target' }),
         wrt: ['sample'],

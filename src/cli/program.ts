@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
 import { clipEditCommand, clipFinetuneCommand } from './commands/diffusion_clip.js';
 import { devicesCommand } from './commands/devices.js';
+import { evalCommand } from './commands/eval.js';
 import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
     dragCommand(),
     clipFinetuneCommand(),
     clipEditCommand(),
+    evalCommand(),
     worldCommand(),
     devicesCommand(),
   ]) {

@@ -408,12 +408,12 @@ function batchSub(): Command {
 }
 
 interface ExportCliOptions extends SceneCliOptions {
-  format: 'dragbench';
+  format: 'dragbench' | 'piebench';
   out: string;
   cases: number;
   split: Split;
   start: number;
-  tasks: string;
+  tasks?: string;
   json: boolean;
 }
 
@@ -427,12 +427,36 @@ function exportSub(): Command {
     .option('-n, --cases <n>', 'number of cases', integer('--cases', 1, 100000), 20)
     .addOption(new Option('--split <name>', 'seed range').choices(SPLITS).default('heldout'))
     .option('--start <i>', 'index of the first seed within the split', integer('--start', 0, 2 ** 31 - 1), 0)
-    .option('--tasks <list>', 'drag tasks, comma-separated: move, resize', 'move,resize')
+    .option(
+      '--tasks <list>',
+      'dragbench: move,resize (default both); piebench: eval tasks (default all seven)',
+    )
     .addOption(subsetOption())
     .option('--json', 'print a JSON summary on stdout');
   addSizeOptions(command);
   return command.action(async (options: ExportCliOptions) => {
-    const tasks = parseTasks(options.tasks);
+    if (options.format === 'piebench') {
+      const { EVAL_TASKS, isEvalTask } = await import('../../eval/tasks.js');
+      const tasks = options.tasks ? options.tasks.split(',').map((t) => t.trim()) : [...EVAL_TASKS];
+      const unknown = tasks.filter((t) => !isEvalTask(t));
+      if (unknown.length > 0)
+        throw new UserError(`--tasks: unknown eval task '${unknown[0]}'; use ${EVAL_TASKS.join(', ')}`);
+      const scene = sceneOptions(options);
+      await ensureDir(options.out, 'output folder');
+      const { exportPieBench } = await import('../../eval/datasets.js');
+      const n = await exportPieBench(options.out, {
+        tasks: tasks.filter(isEvalTask),
+        cases: options.cases,
+        scene: { ...scene, width: scene.width ?? 64, height: scene.height ?? 64 },
+      });
+      report(
+        options.json,
+        { command: 'world export', format: 'piebench', out: options.out, cases: n },
+        `wrote ${n} PIE-Bench case(s) to ${options.out}`,
+      );
+      return;
+    }
+    const tasks = parseTasks(options.tasks ?? 'move,resize');
     const dragTasks = tasks.filter((t): t is 'move' | 'resize' => t === 'move' || t === 'resize');
     if (dragTasks.length !== tasks.length)
       throw new UserError('--tasks: DragBench holds drag edits only: use move and/or resize');

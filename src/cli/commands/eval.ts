@@ -1,0 +1,194 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import ort from 'onnxruntime-node';
+import { pieBenchEvalCases } from '../../eval/datasets.js';
+import { evalMethods } from '../../eval/methods.js';
+import { runEval } from '../../eval/run.js';
+import { summarize } from '../../eval/report.js';
+import { EVAL_TASKS, type EvalTask } from '../../eval/tasks.js';
+import { PerceptualDistance } from '../../metrics/perceptual.js';
+import { ClipModel } from '../../models/clip.js';
+import { EmojiJudge } from '../../models/judge.js';
+import { UserError } from '../../util/errors.js';
+import { modelWorldSubset } from '../../world/subsets.js';
+import { createProgress, shouldShowProgress } from '../progress.js';
+import { addRuntimeOptions, parseInteger, parseNumber, type RuntimeOptions } from '../options.js';
+import { report, withBundle } from '../run_context.js';
+
+interface EvalCliOptions extends RuntimeOptions {
+  report: string;
+  cases: number;
+  tasks: EvalTask[];
+  methods?: string[];
+  steps: number;
+  guidance: number;
+  strengths: number[];
+  ratios: number[];
+  dragLoraSteps: number;
+  dragSteps: number;
+  examples: number;
+  seed: number;
+  resume: boolean;
+  judge?: string;
+  clip?: string;
+  dataset?: string;
+}
+
+function list<T>(parse: (v: string) => T) {
+  return (value: string): T[] => value.split(',').map((v) => parse(v.trim()));
+}
+
+function fraction(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`${name}: ${v} is not in (0, 1]`);
+    return n;
+  };
+}
+
+function task(v: string): EvalTask {
+  if (!(EVAL_TASKS as readonly string[]).includes(v))
+    throw new InvalidArgumentError(`unknown task '${v}'; use ${EVAL_TASKS.join(', ')}`);
+  return v as EvalTask;
+}
+
+function packageVersion(): string {
+  const path = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json');
+  return existsSync(path)
+    ? String((JSON.parse(readFileSync(path, 'utf8')) as { version?: string }).version)
+    : 'unknown';
+}
+
+export function evalCommand(): Command {
+  const command = new Command('eval')
+    .description(
+      "EditEval-style benchmark: the survey's 7 editing tasks on EmojiWorld, every method, scored against the ground truth",
+    )
+    .requiredOption('--report <dir>', 'where report.html, results.json, results.csv and summary.md go')
+    .option('--cases <n>', 'held-out cases per task', parseInteger('--cases', 1, 1000), 20)
+    .option('--tasks <list>', `tasks (default all: ${EVAL_TASKS.join(',')})`, list(task), [...EVAL_TASKS])
+    .option(
+      '--methods <list>',
+      'method keys to run (default all), e.g. sdedit-0.6,diffedit-0.5,inpaint-gt,dragdiffusion',
+      list(String),
+    )
+    .option(
+      '--steps <n>',
+      'denoising steps of SDEdit, inpainting and DiffEdit',
+      parseInteger('--steps', 1, 1000),
+      25,
+    )
+    .option('--guidance <scale>', 'classifier-free guidance', parseNumber('--guidance', 0, 100), 5)
+    .option('--strengths <list>', 'SDEdit strengths', list(fraction('--strengths')), [0.6])
+    .option('--ratios <list>', 'DiffEdit encoding ratios r', list(fraction('--ratios')), [0.5])
+    .option(
+      '--drag-lora-steps <n>',
+      'DragDiffusion LoRA steps',
+      parseInteger('--drag-lora-steps', 0, 1000),
+      40,
+    )
+    .option(
+      '--drag-steps <n>',
+      'DragDiffusion latent optimisation steps',
+      parseInteger('--drag-steps', 0, 1000),
+      40,
+    )
+    .option('--examples <n>', 'example grids per task', parseInteger('--examples', 0, 100), 2)
+    .option('--seed <n>', 'base seed of the methods', parseInteger('--seed', 0, 2 ** 31), 0)
+    .option('--resume', 'continue the run whose results.json is in --report', false)
+    .option(
+      '--dataset <dir>',
+      'run on a PIE-Bench folder (mapping_file.json, annotation_images/) instead of EmojiWorld; no ground truth',
+    )
+    .option('--judge <dir>', 'judge (default: emoji-judge beside the model)')
+    .option('--clip <dir>', 'CLIP (default: emoji-clip beside the model)');
+  addRuntimeOptions(command);
+  return command.action(async (options: EvalCliOptions) => {
+    const methods = evalMethods({
+      steps: options.steps,
+      guidance: options.guidance,
+      strengths: options.strengths,
+      ratios: options.ratios,
+      dragLoraSteps: options.dragLoraSteps,
+      dragSteps: options.dragSteps,
+    });
+    const chosen = options.methods ? methods.filter((m) => options.methods!.includes(m.key)) : methods;
+    const unknown = (options.methods ?? []).filter((k) => !methods.some((m) => m.key === k));
+    if (unknown.length > 0)
+      throw new UserError(
+        `--methods: unknown ${unknown.join(', ')}; available: ${methods.map((m) => m.key).join(', ')}`,
+      );
+    const { result, seconds, device, model } = await withBundle(options, 'eval', async (bundle) => {
+      const beside = (name: string) => join(dirname(bundle.dir), name);
+      const judgeDir = options.judge ?? beside('emoji-judge');
+      const clipDir = options.clip ?? beside('emoji-clip');
+      for (const [flag, dir] of [
+        ['--judge', judgeDir],
+        ['--clip', clipDir],
+      ] as const)
+        if (!existsSync(dir)) throw new UserError(`no ${flag.slice(2)} model at '${dir}'; give ${flag} DIR`);
+      const judge = await EmojiJudge.load(judgeDir, bundle.device);
+      const clip = await ClipModel.load(clipDir, { device: bundle.device });
+      const perceptual = await PerceptualDistance.fromJudge(judgeDir, bundle.device);
+      const dataset = options.dataset
+        ? { name: options.dataset, cases: await pieBenchEvalCases(options.dataset, bundle.defaultImageSize) }
+        : undefined;
+      if (dataset && dataset.cases.length === 0)
+        throw new UserError(`'${options.dataset}' has no case of the seven tasks`);
+      const progress = createProgress({ enabled: shouldShowProgress(options.json), label: 'eval' });
+      let started = false;
+      try {
+        return await runEval(
+          bundle,
+          { judge, clip, perceptual },
+          {
+            tasks: options.tasks,
+            cases: options.cases,
+            methods: chosen,
+            scene: {
+              ...modelWorldSubset(bundle.dir).scene,
+              width: bundle.defaultImageSize,
+              height: bundle.defaultImageSize,
+            },
+            out: options.report,
+            seed: options.seed,
+            examples: options.examples,
+            resume: options.resume,
+            versions: {
+              editkit: packageVersion(),
+              'onnxruntime-node': String(ort.env.versions.common ?? 'unknown'),
+              node: process.version,
+            },
+            onProgress: (done, total) => {
+              if (!started) {
+                progress.stage('eval', total);
+                started = true;
+                for (let i = 0; i < done; i++) progress.tick();
+              } else progress.tick();
+            },
+            log: (line) => process.stderr.write(`${line}\n`),
+          },
+        );
+      } finally {
+        progress.stop();
+        await Promise.all([judge.release(), clip.release(), perceptual.release()]);
+      }
+    });
+    const summary = summarize(result);
+    report(
+      options.json,
+      {
+        command: 'eval',
+        report: join(options.report, 'report.html'),
+        edits: result.records.length,
+        summary,
+        device,
+        model,
+        seconds,
+      },
+      `wrote ${join(options.report, 'report.html')} (${result.records.length} edits, ${options.tasks.length} tasks × ${chosen.length} methods, ${device}, ${seconds.toFixed(0)} s)`,
+    );
+  });
+}

@@ -1,0 +1,114 @@
+/**
+ * The survey's seven editing tasks (EditEval: object addition, replacement and removal, background change, style
+ * change, texture change, action change) on EmojiWorld, where every case has its ground truth: the edited scene,
+ * rendered, and the region that changes.
+ *
+ * | task       | EmojiWorld edit        |
+ * | ---------- | ---------------------- |
+ * | add        | add                    |
+ * | replace    | replace                |
+ * | remove     | remove                 |
+ * | background | background             |
+ * | style      | style (flat ↔ glossy)  |
+ * | texture    | colour (colour variant) |
+ * | action     | move, resize (drag points) |
+ *
+ * Cases are a fixed, versioned list: case k of task T is held-out seed `SUITE_OFFSETS[T] + k`, so results of one
+ * version compare across EditKit versions and machines. A seed whose scene cannot take the edit falls back to a
+ * scene that can (world/batch.ts applicableScene), deterministically.
+ */
+import { rgb8ToTensor } from '../image/io.js';
+import { NDArray } from '../runtime/ndarray.js';
+import { applicableScene, editVocabulary } from '../world/batch.js';
+import { sampleEdit, type DragPoints, type EditTask } from '../world/edits.js';
+import { renderScene } from '../world/render.js';
+import type { SampleSceneOptions, Scene } from '../world/scene.js';
+import { splitSeed } from '../world/splits.js';
+
+export const SUITE_VERSION = 1;
+
+export const EVAL_TASKS = ['add', 'replace', 'remove', 'background', 'style', 'texture', 'action'] as const;
+export type EvalTask = (typeof EVAL_TASKS)[number];
+
+export function isEvalTask(name: string | undefined): name is EvalTask {
+  return name !== undefined && (EVAL_TASKS as readonly string[]).includes(name);
+}
+
+const WORLD_TASK: Record<EvalTask, readonly EditTask[]> = {
+  add: ['add'],
+  replace: ['replace'],
+  remove: ['remove'],
+  background: ['background'],
+  style: ['style'],
+  texture: ['colour'],
+  action: ['move', 'resize'],
+};
+
+/** Where each task's cases start in the held-out split (1000 apart: no two tasks share a scene). */
+const SUITE_OFFSETS: Record<EvalTask, number> = {
+  add: 5000,
+  replace: 6000,
+  remove: 7000,
+  background: 8000,
+  style: 9000,
+  texture: 10000,
+  action: 11000,
+};
+
+export interface EvalCase {
+  /** `<task>-<k>`: stable across runs of one suite version. */
+  id: string;
+  task: EvalTask;
+  worldTask: EditTask;
+  seed: number;
+  instruction: string;
+  sourceCaption: string;
+  targetCaption: string;
+  /** [1, 3, H, W] in [-1, 1] and [0, 1]. */
+  source: NDArray;
+  source01: NDArray;
+  /** The ground-truth result, [1, 3, H, W] in [0, 1] (EmojiWorld; absent for a dataset without one). */
+  target01?: NDArray;
+  /** The region that changes, [1, 1, H, W], 1 inside. */
+  region: NDArray;
+  /** The scenes before and after (EmojiWorld only: the judge's expectations). */
+  sourceScene?: Scene;
+  targetScene?: Scene;
+  /** For action: handle → target points. */
+  drag?: DragPoints;
+}
+
+/** Case k of `task` (k from 0), at the given scene options (the model's subset and size). */
+export async function evalCase(task: EvalTask, k: number, scene: SampleSceneOptions): Promise<EvalCase> {
+  const seed = splitSeed('heldout', SUITE_OFFSETS[task] + k);
+  const worldTasks = WORLD_TASK[task];
+  const worldTask = worldTasks[k % worldTasks.length];
+  const edit = await sampleEdit(
+    applicableScene(seed, worldTask, scene),
+    worldTask,
+    seed,
+    editVocabulary(scene),
+  );
+  const [source, target] = await Promise.all([renderScene(edit.source), renderScene(edit.target)]);
+  const { width, height } = edit;
+  const image = (data: Uint8Array, range: '[-1,1]' | '[0,1]') => rgb8ToTensor({ data, width, height }, range);
+  return {
+    id: `${task}-${k}`,
+    task,
+    worldTask,
+    seed,
+    instruction: edit.instruction,
+    sourceCaption: edit.sourceCaption,
+    targetCaption: edit.targetCaption,
+    source: image(source.image, '[-1,1]'),
+    source01: image(source.image, '[0,1]'),
+    target01: image(target.image, '[0,1]'),
+    region: new NDArray(
+      Float32Array.from(edit.mask, (v) => (v > 0 ? 1 : 0)),
+      [1, 1, height, width],
+    ),
+    sourceScene: edit.source,
+    targetScene: edit.target,
+    drag: edit.drag,
+  };
+}
