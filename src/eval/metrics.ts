@@ -7,11 +7,13 @@
  *  - CLIP score (image ↔ target caption) and directional CLIP score (image change ↔ caption change);
  *  - seconds per edit.
  */
+import { imageToPng } from '../image/io.js';
 import { psnr, ssim } from '../metrics/image.js';
 import type { PerceptualDistance } from '../metrics/perceptual.js';
 import { cosineRows, directionalSimilarity, type ClipModel } from '../models/clip.js';
 import type { EmojiJudge } from '../models/judge.js';
 import { NDArray } from '../runtime/ndarray.js';
+import type { LmmScorer } from './lmm.js';
 import type { EvalCase } from './tasks.js';
 
 export interface EditScores {
@@ -23,6 +25,8 @@ export interface EditScores {
   fidelityLpips: number;
   clipScore: number;
   directionalClip: number;
+  /** The survey's LMM score (1–10), when an endpoint is configured; NaN otherwise. */
+  lmmScore: number;
   seconds: number;
 }
 
@@ -40,6 +44,7 @@ export const METRICS: readonly {
   { key: 'fidelityLpips', label: 'fidelity LPIPS-style (to GT)', better: 'lower', digits: 3 },
   { key: 'clipScore', label: 'CLIP score', better: 'higher', digits: 3 },
   { key: 'directionalClip', label: 'directional CLIP', better: 'higher', digits: 3 },
+  { key: 'lmmScore', label: 'LMM score (1–10)', better: 'higher', digits: 2 },
   { key: 'seconds', label: 's/edit', better: 'lower', digits: 2 },
 ];
 
@@ -47,6 +52,7 @@ export interface Scorers {
   judge: EmojiJudge;
   clip: ClipModel;
   perceptual: PerceptualDistance;
+  lmm?: LmmScorer;
 }
 
 /** Whether the judge sees the target scene in `image`. */
@@ -83,7 +89,14 @@ export async function scoreEdit(
     fidelityPsnr: c.target01 ? psnr(image, c.target01, c.region) : NaN,
     fidelityLpips: c.target01 ? await s.perceptual.distance(image, c.target01, c.region) : NaN,
     clipScore: cosineRows(edited, targetText)[0],
-    directionalClip: directionalSimilarity(source, edited, sourceText, targetText)[0],
+    // Undefined when the caption does not change (a move keeps the caption): n/a rather than 0.
+    directionalClip:
+      c.sourceCaption === c.targetCaption
+        ? NaN
+        : directionalSimilarity(source, edited, sourceText, targetText)[0],
+    lmmScore: s.lmm
+      ? (await s.lmm.score(c.instruction, await imageToPng(c.source01), await imageToPng(image))).score
+      : NaN,
     seconds,
   };
 }

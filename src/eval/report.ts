@@ -44,10 +44,16 @@ const escape = (s: string) =>
 function tables(results: EvalResults, summary: Summary, format: 'html' | 'md'): string {
   const tasks = results.settings.tasks;
   const parts: string[] = [];
-  for (const metric of METRICS) {
+  // Metrics nobody measured (the LMM score without an endpoint) get no table.
+  const measured = METRICS.filter((metric) =>
+    results.methods.some((m) => tasks.some((t) => Number.isFinite(summary[m.key]?.[t]?.[metric.key]))),
+  );
+  for (const metric of measured) {
+    // The best method per task; the ground-truth row is the ceiling, not a contender.
     const best: Partial<Record<EvalTask, number>> = {};
     for (const task of tasks) {
       const values = results.methods
+        .filter((m) => m.family !== 'reference')
         .map((m) => summary[m.key]?.[task]?.[metric.key])
         .filter((v): v is number => v !== undefined && Number.isFinite(v));
       if (values.length > 0)
@@ -57,7 +63,10 @@ function tables(results: EvalResults, summary: Summary, format: 'html' | 'md'): 
       const v = summary[key]?.[task]?.[metric.key];
       if (v === undefined) return format === 'html' ? '<td class="na">n/a</td>' : 'n/a';
       const text = Number.isFinite(v) ? v.toFixed(metric.digits) : '–';
-      const isBest = Number.isFinite(v) && best[task] === v && results.methods.length > 1;
+      const isBest =
+        Number.isFinite(v) &&
+        best[task] === v &&
+        results.methods.find((m) => m.key === key)?.family !== 'reference';
       if (format === 'md') return isBest ? `**${text}**` : text;
       return `<td${isBest ? ' class="best"' : ''}>${text}</td>`;
     };

@@ -158,7 +158,8 @@ export async function runEval(
       const t = performance.now();
       const image = await method.run(bundle, c, o.seed + slot.k);
       const seconds = (performance.now() - t) / 1000;
-      images.push(image);
+      // The ground-truth row's image is the ground-truth column already.
+      if (method.family !== 'reference') images.push(image);
       if (already) continue;
       results.records.push({
         caseId: c.id,
@@ -179,7 +180,11 @@ export async function runEval(
         task: slot.task,
         caseId: c.id,
         file,
-        columns: ['input', ...(c.target01 ? ['ground truth'] : []), ...methods.map((m) => m.label)],
+        columns: [
+          'input',
+          ...(c.target01 ? ['ground truth'] : []),
+          ...methods.filter((m) => m.family !== 'reference').map((m) => m.label),
+        ],
       });
       examplesPerTask.set(slot.task, (examplesPerTask.get(slot.task) ?? 0) + 1);
       await writeFileAtomic(resultsPath, `${JSON.stringify(results, null, 1)}\n`);

@@ -4,6 +4,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import ort from 'onnxruntime-node';
 import { pieBenchEvalCases } from '../../eval/datasets.js';
+import type { ModelProto } from '../../autodiff/index.js';
+import { LmmScorer } from '../../eval/lmm.js';
+import { loadDeltas } from '../../pipelines/diffusion_clip/edit.js';
 import { evalMethods } from '../../eval/methods.js';
 import { runEval } from '../../eval/run.js';
 import { summarize } from '../../eval/report.js';
@@ -34,6 +37,11 @@ interface EvalCliOptions extends RuntimeOptions {
   judge?: string;
   clip?: string;
   dataset?: string;
+  lmmEndpoint?: string;
+  lmmModel?: string;
+  lmmKeyEnv?: string;
+  lmmWeights?: number[];
+  diffusionClip?: [EvalTask, string][];
 }
 
 function list<T>(parse: (v: string) => T) {
@@ -102,24 +110,60 @@ export function evalCommand(): Command {
       '--dataset <dir>',
       'run on a PIE-Bench folder (mapping_file.json, annotation_images/) instead of EmojiWorld; no ground truth',
     )
+    .option(
+      '--lmm-endpoint <url>',
+      "the survey's LMM score through an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (off by default)",
+    )
+    .option('--lmm-model <name>', 'the model the endpoint serves (with --lmm-endpoint)')
+    .option(
+      '--lmm-key-env <var>',
+      'environment variable holding the API key (default OPENAI_API_KEY, if set)',
+    )
+    .option('--lmm-weights <list>', 'weights of accuracy, preservation, quality, realism', list(Number))
+    .option(
+      '--diffusion-clip <task=delta>',
+      'add DiffusionCLIP on a task with a delta from clip-finetune (repeatable), e.g. background=snow.safetensors',
+      (value: string, previous: [EvalTask, string][] = []) => {
+        const [name, path] = value.split('=');
+        if (!path) throw new InvalidArgumentError(`--diffusion-clip '${value}': give TASK=FILE.safetensors`);
+        return [...previous, [task(name), path] as [EvalTask, string]];
+      },
+    )
     .option('--judge <dir>', 'judge (default: emoji-judge beside the model)')
     .option('--clip <dir>', 'CLIP (default: emoji-clip beside the model)');
   addRuntimeOptions(command);
   return command.action(async (options: EvalCliOptions) => {
-    const methods = evalMethods({
-      steps: options.steps,
-      guidance: options.guidance,
-      strengths: options.strengths,
-      ratios: options.ratios,
-      dragLoraSteps: options.dragLoraSteps,
-      dragSteps: options.dragSteps,
-    });
-    const chosen = options.methods ? methods.filter((m) => options.methods!.includes(m.key)) : methods;
-    const unknown = (options.methods ?? []).filter((k) => !methods.some((m) => m.key === k));
+    for (const [, path] of options.diffusionClip ?? [])
+      if (!existsSync(path)) throw new UserError(`--diffusion-clip: no file '${path}'`);
+    const methods = (diffusionClip?: Partial<Record<EvalTask, ModelProto>>) =>
+      evalMethods({
+        diffusionClip,
+        steps: options.steps,
+        guidance: options.guidance,
+        strengths: options.strengths,
+        ratios: options.ratios,
+        dragLoraSteps: options.dragLoraSteps,
+        dragSteps: options.dragSteps,
+      });
+    if ((options.lmmEndpoint === undefined) !== (options.lmmModel === undefined))
+      throw new UserError('--lmm-endpoint and --lmm-model go together');
+    const keyEnv = options.lmmKeyEnv ?? 'OPENAI_API_KEY';
+    if (options.lmmKeyEnv && !process.env[options.lmmKeyEnv])
+      throw new UserError(`--lmm-key-env: the environment variable ${options.lmmKeyEnv} is not set`);
+    const lmm = options.lmmEndpoint
+      ? new LmmScorer({
+          endpoint: options.lmmEndpoint,
+          model: options.lmmModel!,
+          apiKey: process.env[keyEnv],
+          weights: options.lmmWeights,
+        })
+      : undefined;
+    const keys = methods()
+      .map((m) => m.key)
+      .concat(options.diffusionClip ? ['diffusionclip'] : []);
+    const unknown = (options.methods ?? []).filter((k) => !keys.includes(k));
     if (unknown.length > 0)
-      throw new UserError(
-        `--methods: unknown ${unknown.join(', ')}; available: ${methods.map((m) => m.key).join(', ')}`,
-      );
+      throw new UserError(`--methods: unknown ${unknown.join(', ')}; available: ${keys.join(', ')}`);
     const { result, seconds, device, model } = await withBundle(options, 'eval', async (bundle) => {
       const beside = (name: string) => join(dirname(bundle.dir), name);
       const judgeDir = options.judge ?? beside('emoji-judge');
@@ -137,6 +181,11 @@ export function evalCommand(): Command {
         : undefined;
       if (dataset && dataset.cases.length === 0)
         throw new UserError(`'${options.dataset}' has no case of the seven tasks`);
+      const deltas: Partial<Record<EvalTask, ModelProto>> = {};
+      for (const [t, path] of options.diffusionClip ?? [])
+        deltas[t] = (await loadDeltas(bundle, [{ path, weight: 1 }]))[0].unet;
+      const all = methods(deltas);
+      const chosen = options.methods ? all.filter((m) => options.methods!.includes(m.key)) : all;
       const progress = createProgress({ enabled: shouldShowProgress(options.json), label: 'eval' });
       let started = false;
       try {
@@ -188,7 +237,7 @@ export function evalCommand(): Command {
         model,
         seconds,
       },
-      `wrote ${join(options.report, 'report.html')} (${result.records.length} edits, ${options.tasks.length} tasks × ${chosen.length} methods, ${device}, ${seconds.toFixed(0)} s)`,
+      `wrote ${join(options.report, 'report.html')} (${result.records.length} edits, ${options.tasks.length} tasks × ${result.methods.length} methods, ${device}, ${seconds.toFixed(0)} s)`,
     );
   });
 }
