@@ -3,6 +3,7 @@ import { UserError } from '../util/errors.js';
 import { clipEditCommand, clipFinetuneCommand } from './commands/diffusion_clip.js';
 import { devicesCommand } from './commands/devices.js';
 import { evalCommand } from './commands/eval.js';
+import { serveCommand } from './commands/serve.js';
 import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
     clipFinetuneCommand(),
     clipEditCommand(),
     evalCommand(),
+    serveCommand(),
     worldCommand(),
     devicesCommand(),
   ]) {

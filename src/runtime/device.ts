@@ -215,3 +215,40 @@ const IDENTITY_MODEL = Uint8Array.from(
     'base64',
   ),
 );
+
+export interface DeviceReport {
+  name: ResolvedDevice;
+  available: boolean;
+  detail: string;
+  adapters?: { name: string; type: 'gpu' | 'cpu'; library: string }[];
+}
+
+/** What `editkit devices` and the server's /api/v1/devices show: each provider, WebGPU's adapters, auto's pick. */
+export async function deviceReport(): Promise<{
+  devices: DeviceReport[];
+  auto: { device: ResolvedDevice; reason: string };
+  vulkanLoader: boolean;
+  webgpu: WebGpuStatus;
+}> {
+  const webgpu = await probeWebGpuStatus();
+  const cuda = cudaProviderInstalled();
+  const devices: DeviceReport[] = [
+    { name: 'cpu', available: true, detail: "ONNX Runtime's CPU provider" },
+    {
+      name: 'webgpu',
+      available: webgpu.available,
+      detail: webgpu.available
+        ? `a WebGPU session works (${webgpu.adapter === 'gpu' ? 'GPU adapter' : webgpu.adapter === 'cpu' ? 'CPU adapter: a software Vulkan driver, correct but slow' : 'adapter of unknown type'})`
+        : (webgpu.reason ?? 'unavailable'),
+      adapters: webgpu.drivers.map((d) => ({ name: d.name, type: d.kind, library: d.library })),
+    },
+    {
+      name: 'cuda',
+      available: cuda,
+      detail: cuda
+        ? 'the CUDA provider library is installed (needs CUDA 12 and cuDNN 9 at run time)'
+        : 'not installed: npm install onnxruntime-node --onnxruntime-node-install=cuda12',
+    },
+  ];
+  return { devices, auto: await autoDeviceChoice(), vulkanLoader: vulkanLoaderPresent(), webgpu };
+}

@@ -1,18 +1,5 @@
 import { Command } from 'commander';
-import {
-  autoDeviceChoice,
-  cudaProviderInstalled,
-  probeWebGpuStatus,
-  vulkanLoaderPresent,
-  type ResolvedDevice,
-} from '../../runtime/device.js';
-
-interface DeviceReport {
-  name: ResolvedDevice;
-  available: boolean;
-  detail: string;
-  adapters?: { name: string; type: 'gpu' | 'cpu'; library: string }[];
-}
+import { deviceReport } from '../../runtime/device.js';
 
 /** `editkit devices`: the execution providers, WebGPU's adapters, and what `--device auto` picks. */
 export function devicesCommand(): Command {
@@ -21,33 +8,14 @@ export function devicesCommand(): Command {
     .option('--json', 'print one JSON object on stdout', false)
     .option('--verbose', 'also show what the GPU libraries printed while probing (normally hidden)', false)
     .action(async (options: { json: boolean; verbose: boolean }) => {
-      const webgpu = await probeWebGpuStatus();
-      const cuda = cudaProviderInstalled();
-      const choice = await autoDeviceChoice();
-      const devices: DeviceReport[] = [
-        { name: 'cpu', available: true, detail: "ONNX Runtime's CPU provider" },
-        {
-          name: 'webgpu',
-          available: webgpu.available,
-          detail: webgpu.available
-            ? `a WebGPU session works (${webgpu.adapter === 'gpu' ? 'GPU adapter' : webgpu.adapter === 'cpu' ? 'CPU adapter: a software Vulkan driver, correct but slow' : 'adapter of unknown type'})`
-            : (webgpu.reason ?? 'unavailable'),
-          adapters: webgpu.drivers.map((d) => ({ name: d.name, type: d.kind, library: d.library })),
-        },
-        {
-          name: 'cuda',
-          available: cuda,
-          detail: cuda
-            ? 'the CUDA provider library is installed (needs CUDA 12 and cuDNN 9 at run time)'
-            : 'not installed: npm install onnxruntime-node --onnxruntime-node-install=cuda12',
-        },
-      ];
+      const report = await deviceReport();
+      const { devices, auto: choice, webgpu } = report;
       if (options.json) {
         process.stdout.write(
           `${JSON.stringify({
             devices,
             auto: choice,
-            vulkanLoader: vulkanLoaderPresent(),
+            vulkanLoader: report.vulkanLoader,
             gpuHardware: webgpu.hardware,
             probeSeconds: Number(webgpu.seconds.toFixed(2)),
             ...(options.verbose ? { nativeOutput: webgpu.nativeOutput } : {}),
