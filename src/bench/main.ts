@@ -18,6 +18,7 @@ import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult }
 import { relativeDifference, runOnDevice } from './device_parity.js';
 import { diffusionClipBenchMain } from './diffusion_clip.js';
 import { dragBenchMain } from './drag.js';
+import { serveLoadMain } from './serve_load.js';
 import { vsTorchMain } from './vs_torch.js';
 import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
@@ -266,6 +267,7 @@ async function benchMain(argv: string[]): Promise<void> {
   }
   if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
   if (argv[0] === 'vs-torch') return vsTorchMain(argv.slice(1));
+  if (argv[0] === 'serve-load') return serveLoadMain(argv.slice(1), defaultModel());
   if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')

@@ -285,3 +285,17 @@ describe('limits, auth, streams and pages', () => {
     expect(models.map((m) => m.name)).toContain('tiny-sd');
   });
 });
+
+describe('load', () => {
+  it('50 concurrent clients on the bundled model: every job done or refused with 429, none lost or doubled', async () => {
+    const { runLoad } = await import('../../src/bench/serve_load.js');
+    const { EMOJI_LDM } = await import('../support/bundled_model.js');
+    const report = await runLoad({ modelDir: EMOJI_LDM, clients: 50, maxQueued: 16, steps: 5 });
+    console.info(`[serve load] ${JSON.stringify(report)}`);
+    expect(report.accepted + report.refused).toBe(50);
+    expect(report.done).toBe(report.accepted);
+    expect(report.lost + report.failed + report.duplicated).toBe(0);
+    expect(report.accepted).toBeGreaterThanOrEqual(17); // the queue bound plus the running job
+    expect(report.peakRssMiB).toBeLessThan(2048);
+  }, 120_000);
+});
