@@ -99,8 +99,15 @@ function clearMask() {
   maskPainted = false;
 }
 
+// Keyboard use of the stage: arrows move a cursor (Shift: 8 px), Enter paints there or places a drag point.
+let cursor = null;
+
 function drawPoints() {
   const parts = [];
+  if (cursor)
+    parts.push(
+      `<rect x="${cursor[0]}" y="${cursor[1]}" width="1" height="1" fill="none" stroke="yellow" stroke-width="${Math.max(0.3, width / 256)}"/>`,
+    );
   for (let i = 0; i < points.length; i += 2) {
     const [hx, hy] = points[i];
     parts.push(`<circle cx="${hx + 0.5}" cy="${hy + 0.5}" r="${Math.max(1, width / 64)}" fill="red"/>`);
@@ -125,8 +132,11 @@ function toImagePoint(event) {
 
 let painting = false;
 function paint(event) {
+  paintAt(toImagePoint(event));
+}
+
+function paintAt([x, y]) {
   const tool = document.querySelector('input[name=tool]:checked').value;
-  const [x, y] = toImagePoint(event);
   if (tool === 'points') return;
   const ctx = maskCanvas.getContext('2d');
   const r = Number($('brush-size').value) * (width / 128);
@@ -151,12 +161,48 @@ $('stage').addEventListener('pointerdown', (event) => {
   paint(event);
 });
 $('stage').addEventListener('pointermove', (event) => painting && paint(event));
+$('stage').addEventListener('keydown', (e) => {
+  if (!imageBlob) return;
+  const step = e.shiftKey ? 8 : 1;
+  const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+  cursor ??= [Math.floor(width / 2), Math.floor(height / 2)];
+  if (moves[e.key]) {
+    e.preventDefault();
+    cursor = [
+      Math.min(width - 1, Math.max(0, cursor[0] + moves[e.key][0])),
+      Math.min(height - 1, Math.max(0, cursor[1] + moves[e.key][1])),
+    ];
+    drawPoints();
+  } else if (e.key === 'Enter' || e.key === ' ') {
+    e.preventDefault();
+    const tool = document.querySelector('input[name=tool]:checked').value;
+    if (tool === 'points') {
+      points.push([...cursor]);
+      setStatus(
+        points.length % 2 ? 'now move to the target and press Enter' : `${points.length / 2} drag pair(s)`,
+      );
+    } else paintAt(cursor);
+    drawPoints();
+  }
+});
 window.addEventListener('pointerup', () => (painting = false));
 $('overlay').addEventListener(
   'change',
   () => (maskCanvas.style.visibility = $('overlay').checked ? 'visible' : 'hidden'),
 );
 $('clear-mask').addEventListener('click', clearMask);
+function undoPoint() {
+  points.pop();
+  drawPoints();
+  setStatus(points.length % 2 ? 'now click the target' : `${points.length / 2} drag pair(s)`);
+}
+$('undo-point').addEventListener('click', undoPoint);
+window.addEventListener('keydown', (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'z' && points.length > 0) {
+    e.preventDefault();
+    undoPoint();
+  }
+});
 $('clear-points').addEventListener('click', () => {
   points = [];
   drawPoints();

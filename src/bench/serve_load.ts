@@ -40,7 +40,7 @@ export async function runLoad(options: {
   steps: number;
 }): Promise<LoadReport> {
   const data = mkdtempSync(join(tmpdir(), 'editkit-load-'));
-  const { app, queue } = await buildServer({
+  const { app } = await buildServer({
     modelDirs: [dirname(options.modelDir)],
     dataDir: data,
     device: 'cpu',
@@ -100,7 +100,6 @@ export async function runLoad(options: {
     };
   } finally {
     clearInterval(sampler);
-    void queue;
     await app.close();
     rmSync(data, { recursive: true, force: true });
   }

@@ -4,6 +4,7 @@ import { clipEditCommand, clipFinetuneCommand } from './commands/diffusion_clip.
 import { devicesCommand } from './commands/devices.js';
 import { evalCommand } from './commands/eval.js';
 import { serveCommand } from './commands/serve.js';
+import { workerCommand } from './commands/worker.js';
 import { dragCommand } from './commands/drag.js';
 import { editCommand } from './commands/edit.js';
 import { generateCommand } from './commands/generate.js';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
     clipEditCommand(),
     evalCommand(),
     serveCommand(),
+    workerCommand(),
     worldCommand(),
     devicesCommand(),
   ]) {

@@ -4,9 +4,7 @@
  * results live in a data directory with a time-to-live; an optional bearer token; CORS off unless an origin is
  * given. Every bad request gets a 4xx with a JSON error.
  */
-import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
@@ -19,15 +17,9 @@ import { caption } from '../world/caption.js';
 import { encodePng, renderScene } from '../world/render.js';
 import { sampleScene } from '../world/scene.js';
 import { modelWorldSubset } from '../world/subsets.js';
-import { JobQueue, QueueFullError, type JobEvent, type JobRecord } from './jobs.js';
-import {
-  INPUT_FILES,
-  METHOD_INPUTS,
-  METHOD_NAMES,
-  parseParams,
-  runMethod,
-  type MethodName,
-} from './methods.js';
+import { LocalBackend, type JobBackend } from './backend.js';
+import { QueueFullError, type JobEvent, type JobRecord } from './jobs.js';
+import { METHOD_INPUTS, METHOD_NAMES, parseParams, type MethodName } from './methods.js';
 
 export interface ServerOptions {
   /** Folders holding model bundles (a bundle itself, or a folder of bundles). */
@@ -46,9 +38,26 @@ export interface ServerOptions {
   /** The web app's folder (default: the package's web/). */
   webDir?: string;
   logger?: boolean;
+  /** Folders of DiffusionCLIP deltas (`*.safetensors` from clip-finetune), by file name for `clip-edit`. */
+  deltaDirs?: readonly string[];
+  /** Another backend (e.g. Redis workers) instead of running jobs in this process. */
+  backend?: (bundle: (model: string) => Promise<StableDiffusionBundle>) => JobBackend;
 }
 
 const RESULT_FILES = ['result.png', 'mask.png', 'side-by-side.png'] as const;
+
+/** Delta name (the file name without .safetensors) → file, from the configured folders. */
+export function discoverDeltas(dirs: readonly string[]): Map<string, string> {
+  const deltas = new Map<string, string>();
+  for (const dir of dirs) {
+    if (!existsSync(dir) || !statSync(dir).isDirectory())
+      throw new UserError(`delta folder '${dir}' does not exist`);
+    for (const file of readdirSync(dir))
+      if (file.endsWith('.safetensors'))
+        deltas.set(file.slice(0, -'.safetensors'.length), resolve(dir, file));
+  }
+  return deltas;
+}
 
 /** Model name → folder, from the configured folders (bundles are folders with model_index.json). */
 export function discoverModels(dirs: readonly string[]): Map<string, string> {
@@ -124,7 +133,7 @@ function decodeBase64Image(value: unknown, field: string): Buffer {
 
 export async function buildServer(
   options: ServerOptions,
-): Promise<{ app: FastifyInstance; queue: JobQueue }> {
+): Promise<{ app: FastifyInstance; backend: JobBackend }> {
   const models = discoverModels(options.modelDirs);
   const defaultModel = models.has('emoji-ldm') ? 'emoji-ldm' : [...models.keys()][0];
   const bundles = new Map<string, Promise<StableDiffusionBundle>>();
@@ -140,18 +149,19 @@ export async function buildServer(
     }
     return b;
   };
-  const params = new Map<string, Record<string, unknown>>();
-  const queue = new JobQueue({
-    dataDir: options.dataDir,
-    maxQueued: options.maxQueued,
-    timeoutMs: options.timeoutMs,
-    ttlMs: options.ttlMs,
-    runner: async (job, ctx) => {
-      const p = params.get(job.id)!;
-      params.delete(job.id);
-      return runMethod(await bundle(job.model), job.method as MethodName, p, ctx);
-    },
-  });
+  const deltas = discoverDeltas(options.deltaDirs ?? []);
+  const backend: JobBackend =
+    options.backend?.(bundle) ??
+    new LocalBackend(
+      {
+        dataDir: options.dataDir,
+        maxQueued: options.maxQueued,
+        timeoutMs: options.timeoutMs,
+        ttlMs: options.ttlMs,
+      },
+      bundle,
+      (name) => deltas.get(name),
+    );
 
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 25 * 1024 * 1024 });
   await app.register(swagger, {
@@ -255,35 +265,25 @@ export async function buildServer(
       if (typeof model !== 'string' || !models.has(model))
         throw new UserError(`unknown model '${String(model)}'; available: ${[...models.keys()].join(', ')}`);
       const parsed = parseParams(method as MethodName, fields.params);
+      if (method === 'clip-edit') {
+        for (const d of parsed.deltas as { name: string }[])
+          if (!deltas.has(d.name))
+            throw new UserError(
+              `unknown delta '${d.name}'; available: ${[...deltas.keys()].join(', ') || 'none (start with --deltas DIR)'}`,
+            );
+      }
       const needs = METHOD_INPUTS[method as MethodName];
       if (needs.image === 'required' && !files.image) throw new UserError(`${method} needs an image`);
       if (needs.image === 'none' && files.image) throw new UserError(`${method} takes no image`);
       if (needs.mask === 'required' && !files.mask) throw new UserError(`${method} needs a mask`);
       if (needs.mask === 'none' && files.mask) throw new UserError(`${method} takes no mask`);
-      // The parameters are in place before the job can start.
-      const id = randomUUID();
-      params.set(id, parsed);
-      let job;
-      try {
-        job = await queue.submit(
-          method,
-          model,
-          async (dir) => {
-            if (files.image) await writeFile(join(dir, INPUT_FILES.image), files.image);
-            if (files.mask) await writeFile(join(dir, INPUT_FILES.mask), files.mask);
-          },
-          id,
-        );
-      } catch (error) {
-        params.delete(id);
-        throw error;
-      }
+      const job = await backend.submit(method as MethodName, model, parsed, files);
       return reply.code(202).send(view(job));
     },
   );
 
-  const getJob = (id: string) => {
-    const job = queue.get(id);
+  const getJob = async (id: string) => {
+    const job = await backend.get(id);
     if (!job) throw Object.assign(new Error(`no job ${id}`), { statusCode: 404 });
     return job;
   };
@@ -291,7 +291,7 @@ export async function buildServer(
   app.get(
     '/api/v1/jobs/:id',
     { schema: { params: idParams, response: { 200: jobSchema, 404: errorSchema } } },
-    async (req) => view(getJob((req.params as { id: string }).id)),
+    async (req) => view(await getJob((req.params as { id: string }).id)),
   );
 
   app.delete(
@@ -305,8 +305,8 @@ export async function buildServer(
     },
     async (req, reply) => {
       const id = (req.params as { id: string }).id;
-      getJob(id);
-      return reply.code(202).send(view(queue.cancel(id)!));
+      await getJob(id);
+      return reply.code(202).send(view((await backend.cancel(id))!));
     },
   );
 
@@ -321,7 +321,7 @@ export async function buildServer(
     },
     async (req, reply) => {
       const id = (req.params as { id: string }).id;
-      getJob(id);
+      await getJob(id);
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -339,7 +339,7 @@ export async function buildServer(
           res.end();
         }
       };
-      const unsubscribe = queue.subscribe(id, send);
+      const unsubscribe = await backend.subscribe(id, send);
       req.raw.on('close', () => {
         closed = true;
         unsubscribe();
@@ -361,10 +361,11 @@ export async function buildServer(
     },
     async (req, reply) => {
       const { id, file } = req.params as { id: string; file: string };
-      const job = getJob(id);
+      const job = await getJob(id);
       if (job.state !== 'done') return reply.code(409).send({ error: `job ${id} is ${job.state}` });
-      if (!job.results.includes(file)) return reply.code(404).send({ error: `job ${id} has no ${file}` });
-      return reply.type('image/png').send(readFileSync(join(queue.dirOf(id), file)));
+      const data = job.results.includes(file) ? await backend.readResult(id, file) : undefined;
+      if (!data) return reply.code(404).send({ error: `job ${id} has no ${file}` });
+      return reply.type('image/png').send(data);
     },
   );
 
@@ -390,6 +391,7 @@ export async function buildServer(
     async () =>
       [...models.keys()].map((name) => ({ name, default: name === defaultModel, loaded: bundles.has(name) })),
   );
+  app.get('/api/v1/deltas', async () => [...deltas.keys()].map((name) => ({ name })));
   app.get('/api/v1/devices', async () => {
     const r = await deviceReport();
     return { devices: r.devices, auto: r.auto, serving: options.device };
@@ -418,25 +420,26 @@ export async function buildServer(
         .send(await encodePng(rendered.image, scene.width, scene.height, 3));
     },
   );
-  app.get('/healthz', async () => ({
-    ok: true,
-    queued: queue.length,
-    running: queue.runningJob !== undefined,
-  }));
+  app.get('/healthz', async () => {
+    const stats = await backend.stats();
+    return { ok: true, queued: stats.waiting, running: stats.running > 0 };
+  });
   app.get('/metrics', async (_req, reply) => {
+    const stats = await backend.stats();
+    const counts = stats.counts;
     const lines = [
       '# HELP editkit_jobs_total Jobs by outcome since start.',
       '# TYPE editkit_jobs_total counter',
       ...(['done', 'failed', 'cancelled', 'refused'] as const).map(
-        (s) => `editkit_jobs_total{state="${s}"} ${queue.counts[s]}`,
+        (s) => `editkit_jobs_total{state="${s}"} ${counts[s] ?? 0}`,
       ),
-      `editkit_jobs_total{state="submitted"} ${queue.counts.queued}`,
+      `editkit_jobs_total{state="submitted"} ${counts.queued ?? 0}`,
       '# HELP editkit_queue_length Jobs waiting.',
       '# TYPE editkit_queue_length gauge',
-      `editkit_queue_length ${queue.length}`,
+      `editkit_queue_length ${stats.waiting}`,
       '# HELP editkit_job_running Whether a job is running.',
       '# TYPE editkit_job_running gauge',
-      `editkit_job_running ${queue.runningJob ? 1 : 0}`,
+      `editkit_job_running ${stats.running}`,
       '# HELP process_resident_memory_bytes Resident memory.',
       '# TYPE process_resident_memory_bytes gauge',
       `process_resident_memory_bytes ${process.memoryUsage().rss}`,
@@ -462,8 +465,8 @@ export async function buildServer(
   });
 
   app.addHook('onClose', async () => {
-    await queue.close();
+    await backend.close();
     for (const b of bundles.values()) await (await b.catch(() => undefined))?.release();
   });
-  return { app, queue };
+  return { app, backend };
 }

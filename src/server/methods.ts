@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { loadImage, loadMask, overlayMask, saveImage, sideBySide } from '../image/io.js';
 import type { StableDiffusionBundle } from '../models/bundle.js';
 import { diffEdit } from '../pipelines/diffedit.js';
+import { diffusionClipEdit, loadDeltas } from '../pipelines/diffusion_clip/edit.js';
 import { dragDiffusion } from '../pipelines/drag/drag.js';
 import { parseDragPoints } from '../pipelines/drag/points.js';
 import { img2img } from '../pipelines/img2img.js';
@@ -69,6 +70,22 @@ export const METHOD_PARAMS = {
       seed,
     })
     .strict(),
+  'clip-edit': z
+    .object({
+      deltas: z
+        .array(
+          z
+            .object({ name: z.string().min(1).max(200), weight: z.number().gt(0).max(10).default(1) })
+            .strict(),
+        )
+        .min(1)
+        .max(8),
+      prompt: z.string().max(500).default(''),
+      t0: z.number().int().min(1).max(999).optional(),
+      inversion_steps: z.number().int().min(2).max(200).default(40),
+      generation_steps: z.number().int().min(2).max(200).default(40),
+    })
+    .strict(),
   drag: z
     .object({
       points: z.string().min(3).max(1000),
@@ -92,6 +109,7 @@ export const METHOD_INPUTS: Record<
   img2img: { image: 'required', mask: 'none' },
   inpaint: { image: 'required', mask: 'required' },
   edit: { image: 'required', mask: 'optional' },
+  'clip-edit': { image: 'required', mask: 'none' },
   drag: { image: 'required', mask: 'optional' },
 };
 
@@ -116,6 +134,8 @@ export async function runMethod(
   method: MethodName,
   params: Record<string, unknown>,
   ctx: JobContext,
+  /** DiffusionCLIP deltas by name (clip-edit): the file, from the configured folders, never a client's path. */
+  resolveDelta: (name: string) => string | undefined = () => undefined,
 ): Promise<string[]> {
   const p = params as Record<string, never>;
   const onProgress = ({ stage, step, total }: { stage: string; step: number; total: number }) =>
@@ -178,6 +198,21 @@ export async function runMethod(
           onProgress,
         })
       ).image;
+    } else if (method === 'clip-edit') {
+      const deltas = (p.deltas as unknown as { name: string; weight: number }[]).map((d) => {
+        const path = resolveDelta(d.name);
+        if (!path) throw new UserError(`unknown delta '${d.name}'`);
+        return { path, weight: d.weight };
+      });
+      image = await diffusionClipEdit(bundle, {
+        image: loaded.tensor,
+        models: await loadDeltas(bundle, deltas),
+        prompt: p.prompt,
+        t0: p.t0,
+        inversionSteps: p.inversion_steps,
+        generationSteps: p.generation_steps,
+        onProgress,
+      });
     } else if (method === 'edit') {
       const result = await diffEdit(bundle, {
         image: loaded.tensor,

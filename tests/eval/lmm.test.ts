@@ -112,3 +112,60 @@ describe('LmmScorer', () => {
     expect(() => parseLmmReply('no json here')).toThrow(/no JSON object/);
   });
 });
+
+describe('eval with an LMM scorer', () => {
+  it('puts the LMM score of each edit in the results', async () => {
+    const { join } = await import('node:path');
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { StableDiffusionBundle } = await import('../../src/models/bundle.js');
+    const { ClipModel } = await import('../../src/models/clip.js');
+    const { EmojiJudge } = await import('../../src/models/judge.js');
+    const { PerceptualDistance } = await import('../../src/metrics/perceptual.js');
+    const { evalMethods } = await import('../../src/eval/methods.js');
+    const { runEval } = await import('../../src/eval/run.js');
+    const { EMOJI_LDM, bundledWorldSubset } = await import('../support/bundled_model.js');
+    reply =
+      '{"editing_accuracy": 9, "contextual_preservation": 9, "visual_quality": 8, "logical_realism": 7}';
+    const out = mkdtempSync(join(tmpdir(), 'editkit-lmm-eval-'));
+    const bundle = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
+    const scorers = {
+      judge: await EmojiJudge.load(join(EMOJI_LDM, '..', 'emoji-judge')),
+      clip: await ClipModel.load(join(EMOJI_LDM, '..', 'emoji-clip')),
+      perceptual: await PerceptualDistance.fromJudge(join(EMOJI_LDM, '..', 'emoji-judge')),
+      lmm: new LmmScorer({ endpoint: base, model: 'stub-vision' }),
+    };
+    const before = seen.length;
+    try {
+      const methods = evalMethods({
+        steps: 2,
+        guidance: 5,
+        strengths: [],
+        ratios: [],
+        dragLoraSteps: 0,
+        dragSteps: 0,
+      }).filter((m) => m.key === 'ground-truth');
+      const results = await runEval(bundle, scorers, {
+        tasks: ['replace'],
+        cases: 2,
+        methods,
+        scene: { ...bundledWorldSubset().scene, width: 64, height: 64 },
+        out,
+        seed: 0,
+        examples: 0,
+        resume: false,
+        versions: {},
+      });
+      expect(results.records.map((r) => r.scores.lmmScore)).toEqual(
+        [8.6, 8.6].map((v) => expect.closeTo(v, 10)),
+      );
+      expect(seen.length - before).toBe(2);
+      const text = (seen.at(-1)!.body.messages[0].content[0] as { text: string }).text;
+      expect(text).toMatch(/The edit instruction was: "\w/);
+    } finally {
+      await bundle.release();
+      await Promise.all([scorers.judge.release(), scorers.clip.release(), scorers.perceptual.release()]);
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});

@@ -169,27 +169,32 @@ describe('jobs', () => {
   });
 
   it('cancels a queued job and a running one between steps', async () => {
-    const submit = async () =>
-      (
-        await app.inject({
-          method: 'POST',
-          url: '/api/v1/jobs',
-          payload: {
-            method: 'generate',
-            model: 'tiny-sd',
-            params: { prompt: 'a cat', steps: 200, width: 32, height: 32 },
-          },
-        })
-      ).json().id as string;
-    const running = await submit();
-    const queued = await submit();
-    await new Promise((r) => setTimeout(r, 300));
+    const submit = async (payload: object) =>
+      (await app.inject({ method: 'POST', url: '/api/v1/jobs', payload })).json().id as string;
+    // A long job (400 LoRA steps), cancelled once it is seen running.
+    const running = await submit({
+      method: 'drag',
+      model: 'tiny-sd',
+      image: png32,
+      params: { points: '8,8:20,14', lora_steps: 400, steps: 5, seed: 1 },
+    });
+    const queued = await submit({
+      method: 'generate',
+      model: 'tiny-sd',
+      params: { prompt: 'a cat', steps: 5 },
+    });
+    for (let i = 0; i < 400; i++) {
+      const job = (await app.inject({ method: 'GET', url: `/api/v1/jobs/${running}` })).json();
+      if (job.state === 'running' && job.progress?.stage === 'lora' && job.progress.step >= 1) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
     expect((await app.inject({ method: 'DELETE', url: `/api/v1/jobs/${queued}` })).statusCode).toBe(202);
     expect((await app.inject({ method: 'DELETE', url: `/api/v1/jobs/${running}` })).statusCode).toBe(202);
     expect((await waitDone(app, queued)).state).toBe('cancelled');
     const stopped = await waitDone(app, running);
     expect(stopped.state).toBe('cancelled');
-    expect(stopped.progress.step).toBeLessThan(200);
+    expect(stopped.progress.stage).toBe('lora');
+    expect(stopped.progress.step).toBeLessThan(400);
   });
 });
 
@@ -297,5 +302,91 @@ describe('load', () => {
     expect(report.lost + report.failed + report.duplicated).toBe(0);
     expect(report.accepted).toBeGreaterThanOrEqual(17); // the queue bound plus the running job
     expect(report.peakRssMiB).toBeLessThan(2048);
+  }, 120_000);
+});
+
+describe('clip-edit', () => {
+  it('runs DiffusionCLIP deltas chosen by name from --deltas folders, never by path', async () => {
+    const { addLora, foldInitializerCasts, graphOf, loadModel, saveLora, setTensorValues, tensorToFloat32 } =
+      await import('../../src/autodiff/index.js');
+    const deltaDir = join(data, 'deltas');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(deltaDir, { recursive: true });
+    const base = await loadModel(join(BUNDLES, 'tiny-sd', 'unet', 'model.onnx'));
+    foldInitializerCasts(base);
+    const lora = addLora(base, { rank: 2, prefix: 'unet.', initB: 'normal', seed: 2 });
+    for (const t of graphOf(lora.model).initializer.filter((t) => t.name.endsWith('lora_B.weight')))
+      setTensorValues(
+        t,
+        tensorToFloat32(t).map((v) => v * 10),
+      );
+    await saveLora(join(deltaDir, 'tiny-style.safetensors'), lora, {
+      metadata: { editkit_delta: 'lora', t0: '300' },
+    });
+    const { app: withDeltas } = await buildServer({
+      modelDirs: [BUNDLES],
+      dataDir: data,
+      device: 'cpu',
+      threads: 1,
+      deltaDirs: [deltaDir],
+    });
+    try {
+      expect((await withDeltas.inject({ method: 'GET', url: '/api/v1/deltas' })).json()).toEqual([
+        { name: 'tiny-style' },
+      ]);
+      const bad = await withDeltas.inject({
+        method: 'POST',
+        url: '/api/v1/jobs',
+        payload: {
+          method: 'clip-edit',
+          model: 'tiny-sd',
+          image: png32,
+          params: { deltas: [{ name: '/etc/passwd' }] },
+        },
+      });
+      expect(bad.statusCode).toBe(400);
+      expect(bad.json().error).toMatch(/unknown delta '\/etc\/passwd'; available: tiny-style/);
+      const r = await withDeltas.inject({
+        method: 'POST',
+        url: '/api/v1/jobs',
+        payload: {
+          method: 'clip-edit',
+          model: 'tiny-sd',
+          image: png32,
+          params: { deltas: [{ name: 'tiny-style', weight: 0.7 }], inversion_steps: 4, generation_steps: 4 },
+        },
+      });
+      expect(r.statusCode, r.body).toBe(202);
+      const job = await waitDone(withDeltas, r.json().id);
+      expect(job.state, job.error).toBe('done');
+      expect((await withDeltas.inject({ method: 'GET', url: job.results.result })).statusCode).toBe(200);
+    } finally {
+      await withDeltas.close();
+    }
+  });
+});
+
+describe('512 px', () => {
+  it('edits a 512×512 upload with an SD-layout model (the random-weight tiny bundle standing in for SD 1.5)', async () => {
+    const big = (
+      await sharp({ create: { width: 512, height: 512, channels: 3, background: { r: 30, g: 140, b: 60 } } })
+        .png()
+        .toBuffer()
+    ).toString('base64');
+    const r = await app.inject({
+      method: 'POST',
+      url: '/api/v1/jobs',
+      payload: {
+        method: 'img2img',
+        model: 'tiny-sd',
+        image: big,
+        params: { prompt: 'a cat', steps: 2, strength: 0.5, seed: 1 },
+      },
+    });
+    expect(r.statusCode, r.body).toBe(202);
+    const job = await waitDone(app, r.json().id, 120_000);
+    expect(job.state, job.error).toBe('done');
+    const png = await app.inject({ method: 'GET', url: job.results.result });
+    expect(await sharp(png.rawPayload).metadata()).toMatchObject({ width: 512, height: 512 });
   }, 120_000);
 });

@@ -97,6 +97,18 @@ describe.runIf(existsSync(CHROMIUM) || required)('the web app in Chromium', () =
       await page.mouse.click(box.x + box.width * 0.4, box.y + box.height * 0.5);
       await page.mouse.click(box.x + box.width * 0.6, box.y + box.height * 0.5);
       expect(await page.locator('#points-layer circle').count()).toBe(2);
+      // a stray third click, undone (the button and Ctrl+Z)
+      await page.mouse.click(box.x + box.width * 0.2, box.y + box.height * 0.2);
+      expect(await page.locator('#points-layer circle').count()).toBe(3);
+      await page.keyboard.press('Control+z');
+      expect(await page.locator('#points-layer circle').count()).toBe(2);
+      // the keyboard alone: focus the image, move the cursor, Enter places a point
+      await page.focus('#stage');
+      await page.keyboard.press('Shift+ArrowLeft');
+      await page.keyboard.press('Enter');
+      expect(await page.locator('#points-layer circle').count()).toBe(3);
+      await page.keyboard.press('Control+z');
+      expect(await page.locator('#points-layer circle').count()).toBe(2);
       await page.click('#run');
       await page.waitForFunction(
         "document.getElementById('status')?.textContent === 'done: drag'",

@@ -191,7 +191,7 @@ export function evalCommand(): Command {
       try {
         return await runEval(
           bundle,
-          { judge, clip, perceptual },
+          { judge, clip, perceptual, lmm },
           {
             tasks: options.tasks,
             cases: options.cases,

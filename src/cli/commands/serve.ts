@@ -2,7 +2,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Command } from 'commander';
 import { buildServer } from '../../server/app.js';
+import { RedisBackend } from '../../server/redis_backend.js';
 import { parseDevice } from '../../runtime/device.js';
+import { UserError } from '../../util/errors.js';
 import { bundledModelDir, parseInteger } from '../options.js';
 
 interface ServeCliOptions {
@@ -11,13 +13,15 @@ interface ServeCliOptions {
   models?: string[];
   data: string;
   device: string;
+  deltas?: string[];
   threads?: number;
-  queue: number;
+  maxQueued: number;
   timeout: number;
   ttl: number;
   bodyLimit: number;
   token?: string;
   cors?: string;
+  queue?: string;
 }
 
 export function serveCommand(): Command {
@@ -31,26 +35,47 @@ export function serveCommand(): Command {
       (v: string, previous: string[] = []) => [...previous, v],
     )
     .option('--data <dir>', 'uploads and results', join(tmpdir(), 'editkit-serve'))
+    .option(
+      '--deltas <dir>',
+      'a folder of DiffusionCLIP deltas for clip-edit jobs, by file name (repeatable)',
+      (v: string, p: string[] = []) => [...p, v],
+    )
     .option('--device <name>', 'cpu|webgpu|cuda|auto', 'auto')
     .option('--threads <n>', 'CPU threads per model', parseInteger('--threads', 1, 1024))
-    .option('--queue <n>', 'jobs that may wait (more get 429)', parseInteger('--queue', 1, 10000), 16)
+    .option(
+      '--max-queued <n>',
+      'jobs that may wait (more get 429)',
+      parseInteger('--max-queued', 1, 10000),
+      16,
+    )
     .option('--timeout <s>', 'seconds a job may run', parseInteger('--timeout', 1, 86400), 600)
     .option('--ttl <s>', 'seconds results are kept', parseInteger('--ttl', 1, 30 * 86400), 3600)
     .option('--body-limit <mb>', 'largest request in MB', parseInteger('--body-limit', 1, 1024), 25)
     .option('--token <secret>', 'require "Authorization: Bearer <secret>" on the API')
     .option('--cors <origin>', 'allow this origin (CORS is off by default)')
+    .option(
+      '--queue <url>',
+      'run jobs on workers through Redis (redis://HOST:PORT; start them with `editkit worker`)',
+    )
     .action(async (options: ServeCliOptions) => {
+      if (options.queue && !/^rediss?:\/\//.test(options.queue))
+        throw new UserError(`--queue '${options.queue}' is not a redis:// URL`);
       const { app } = await buildServer({
         modelDirs: options.models ?? [dirname(bundledModelDir())],
         dataDir: options.data,
         device: parseDevice(options.device),
         threads: options.threads,
-        maxQueued: options.queue,
+        maxQueued: options.maxQueued,
         timeoutMs: options.timeout * 1000,
         ttlMs: options.ttl * 1000,
         bodyLimit: options.bodyLimit * 1024 * 1024,
         token: options.token,
         cors: options.cors,
+        deltaDirs: options.deltas,
+        backend: options.queue
+          ? () =>
+              new RedisBackend({ url: options.queue!, maxQueued: options.maxQueued, ttlSeconds: options.ttl })
+          : undefined,
       });
       const address = await app.listen({ host: options.host, port: options.port });
       process.stderr.write(`editkit serve: ${address} (API docs at ${address}/api/docs)\n`);
