@@ -27,6 +27,8 @@ export interface DdimInversionOptions {
   /** Decode the inverted latents back with DDIM and return the reconstruction. */
   reconstruct?: boolean;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface DdimInversionResult {
@@ -83,6 +85,7 @@ export async function ddimInversion(
     );
     latents = inverse.step(noisePred, t, latents).prevSample;
     intermediates.push(latents);
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'invert', step: i + 1, total });
   }
   const result: DdimInversionResult = { latents, intermediates, timesteps };

@@ -51,6 +51,8 @@ export interface DiffEditOptions {
   seed?: number;
   generator?: Generator;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface DiffEditResult {
@@ -125,6 +127,7 @@ export async function diffEdit(
       numInferenceSteps,
       generator,
       onProgress: options.onProgress,
+      signal: options.signal,
     });
   } else {
     latentMaskMap = NDArray.full([1, 1, latentHeight, latentWidth], useMask ? 0 : 1);
@@ -152,6 +155,7 @@ export async function diffEdit(
       guidanceScale: 1,
       inversionStrength: strength,
       onProgress: options.onProgress ? (p) => options.onProgress!({ ...p, stage: 'encode' }) : undefined,
+      signal: options.signal,
     });
     // The inverse schedule walked up exactly the timesteps decoding walks down; check rather than trust.
     if (inversion.timesteps.join(',') !== [...timesteps].reverse().join(',')) {
@@ -178,6 +182,7 @@ export async function diffEdit(
     // timesteps[i], one step off, and never with x_0.)
     const reference = encoded[k - 1 - i];
     if (useMask) latents = latents.map((v, j) => keep.data[j] * v + (1 - keep.data[j]) * reference.data[j]);
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'decode', step: i + 1, total: k });
   }
   const image = await bundle.vaeDecoder.decode(latents);
@@ -193,6 +198,8 @@ interface InferMaskOptions {
   numInferenceSteps: number;
   generator: Generator;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -220,6 +227,7 @@ export async function inferMask(
     for (let c = 0; c < channels; c++) {
       for (let p = 0; p < plane; p++) sum[p] += Math.abs(epsQ.data[c * plane + p] - epsR.data[c * plane + p]);
     }
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'mask', step: draw + 1, total: options.maskDraws });
   }
   const map = Float32Array.from(sum, (v) => v / (channels * options.maskDraws));

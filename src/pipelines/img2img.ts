@@ -31,6 +31,8 @@ export interface Img2ImgOptions {
   eta?: number;
   scheduler?: SchedulerName;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface Img2ImgResult {
@@ -73,6 +75,7 @@ export async function img2img(
     const modelInput = scheduler.scaleModelInput(latents, t);
     const noisePred = await predictNoise(bundle, modelInput, t, embeddings, guidanceScale);
     latents = scheduler.step(noisePred, t, latents, { eta: options.eta, generator }).prevSample;
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'denoise', step: i + 1, total: timesteps.length });
   }
 

@@ -36,6 +36,8 @@ export interface InpaintOptions {
   eta?: number;
   scheduler?: SchedulerName;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface InpaintResult {
@@ -115,6 +117,7 @@ export async function inpaint(
         i < timesteps.length - 1 ? scheduler.addNoise(imageLatents, noise, timesteps[i + 1]) : imageLatents;
       latents = latents.map((v, k) => mask.data[k] * v + (1 - mask.data[k]) * known.data[k]);
     }
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'denoise', step: i + 1, total: timesteps.length });
   }
 

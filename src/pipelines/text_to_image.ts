@@ -28,6 +28,8 @@ export interface TextToImageOptions {
   eta?: number;
   scheduler?: SchedulerName;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface TextToImageResult {
@@ -72,6 +74,7 @@ export async function textToImage(
     const modelInput = scheduler.scaleModelInput(latents, t);
     const noisePred = await predictNoise(bundle, modelInput, t, embeddings, guidanceScale);
     latents = scheduler.step(noisePred, t, latents, { eta: options.eta, generator }).prevSample;
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage: 'denoise', step: i + 1, total: timesteps.length });
   }
 

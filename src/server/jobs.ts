@@ -40,7 +40,7 @@ export interface JobRecord {
   results: string[];
 }
 
-/** Thrown by a job's progress callback once it is cancelled: pipelines stop at their next step. */
+/** The reason a cancelled job's AbortSignal carries: the pipelines (which take the signal) throw it at their next step. */
 export class JobCancelledError extends Error {
   constructor() {
     super('cancelled');

@@ -164,6 +164,7 @@ export async function runMethod(
         width: p.width,
         height: p.height,
         onProgress,
+        signal: ctx.signal,
       })
     ).image;
   } else {
@@ -181,6 +182,7 @@ export async function runMethod(
           guidanceScale: p.guidance,
           seed: p.seed,
           onProgress,
+          signal: ctx.signal,
         })
       ).image;
     } else if (method === 'inpaint') {
@@ -196,6 +198,7 @@ export async function runMethod(
           guidanceScale: p.guidance,
           seed: p.seed,
           onProgress,
+          signal: ctx.signal,
         })
       ).image;
     } else if (method === 'clip-edit') {
@@ -212,6 +215,7 @@ export async function runMethod(
         inversionSteps: p.inversion_steps,
         generationSteps: p.generation_steps,
         onProgress,
+        signal: ctx.signal,
       });
     } else if (method === 'edit') {
       const result = await diffEdit(bundle, {
@@ -224,6 +228,7 @@ export async function runMethod(
         seed: p.seed,
         mask: m,
         onProgress,
+        signal: ctx.signal,
       });
       image = result.image;
       usedMask = result.mask;
@@ -241,6 +246,7 @@ export async function runMethod(
           dragSteps: p.steps,
           seed: p.seed,
           onProgress,
+          signal: ctx.signal,
         })
       ).image;
     }

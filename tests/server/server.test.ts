@@ -390,3 +390,35 @@ describe('512 px', () => {
     expect(await sharp(png.rawPayload).metadata()).toMatchObject({ width: 512, height: 512 });
   }, 120_000);
 });
+
+describe('AbortSignal through the pipelines', () => {
+  it('stops text-to-image, img2img and DiffEdit between steps with the signal’s reason', async () => {
+    const { StableDiffusionBundle } = await import('../../src/models/bundle.js');
+    const { textToImage } = await import('../../src/pipelines/text_to_image.js');
+    const { img2img } = await import('../../src/pipelines/img2img.js');
+    const { diffEdit } = await import('../../src/pipelines/diffedit.js');
+    const { NDArray } = await import('../../src/runtime/ndarray.js');
+    const bundle = await StableDiffusionBundle.load(join(BUNDLES, 'tiny-sd'), {
+      device: 'cpu',
+      intraOpNumThreads: 1,
+    });
+    try {
+      const reason = new Error('stop here');
+      const image = NDArray.zeros([1, 3, 32, 32]);
+      for (const run of [
+        (signal: AbortSignal) =>
+          textToImage(bundle, { prompt: 'a cat', numInferenceSteps: 10, width: 32, height: 32, signal }),
+        (signal: AbortSignal) => img2img(bundle, { prompt: 'a cat', image, numInferenceSteps: 10, signal }),
+        (signal: AbortSignal) => diffEdit(bundle, { prompt: 'a dog', image, numInferenceSteps: 10, signal }),
+      ]) {
+        const controller = new AbortController();
+        const p = run(controller.signal);
+        // abort after the run has started: a pipeline checks the signal before each progress report
+        setTimeout(() => controller.abort(reason), 0);
+        await expect(p).rejects.toBe(reason);
+      }
+    } finally {
+      await bundle.release();
+    }
+  });
+});

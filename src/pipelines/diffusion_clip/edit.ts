@@ -34,6 +34,8 @@ export interface DiffusionClipEditOptions {
   generationSteps?: number;
   intraOpNumThreads?: number;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** Mixing weights γ: as given when they sum to at least 1 (normalised), else with the original model taking the rest. */
@@ -73,6 +75,7 @@ export async function diffusionClipEdit(
     for (let k = 1; k < inversionSeq.length; k++) {
       const eps = await bundle.unet.predict(x, inversionSeq[k - 1], embedding);
       x = ddimMove(x, eps, alphaBar(alphas, inversionSeq[k - 1]), alphaBar(alphas, inversionSeq[k]));
+      options.signal?.throwIfAborted();
       options.onProgress?.({ stage: 'invert', step: ++done, total });
     }
     for (let k = generationSeq.length - 1; k >= 0; k--) {
@@ -84,6 +87,7 @@ export async function diffusionClipEdit(
         eps = eps ? eps.axpby(1, e, 1) : e;
       }
       x = ddimMove(x, eps!, alphaBar(alphas, t), alphaBar(alphas, k > 0 ? generationSeq[k - 1] : -1));
+      options.signal?.throwIfAborted();
       options.onProgress?.({ stage: 'generate', step: ++done, total });
     }
     return await bundle.vaeDecoder.decode(x);

@@ -105,6 +105,8 @@ export interface DragDiffusionOptions {
   /** CPU threads for the sessions this pipeline creates (the bundle's own sessions keep theirs). */
   intraOpNumThreads?: number;
   onProgress?: ProgressCallback;
+  /** Stops the run between steps (a server's cancel, a timeout): the pipeline throws the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface DragStageStats {
@@ -218,6 +220,7 @@ export async function dragDiffusion(
   const report = (stage: DragStage, step: number, total: number) => {
     // One progress report per model run, except in the drag stage, which counts its runs itself.
     meter.tick(stage !== 'drag');
+    options.signal?.throwIfAborted();
     options.onProgress?.({ stage, step, total });
   };
   const sessions: ModelSession[] = [];
