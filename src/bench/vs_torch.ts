@@ -48,6 +48,7 @@ function runJson(command: string, args: string[], what: string): Record<string, 
 const LABELS: Record<VsTorchWhat, string> = {
   unet: 'UNet step, CFG batch 2',
   unet_grad: 'UNet forward+backward to the latents, batch 1',
+  lora_step: 'LoRA training step (rank 16, batch 2, AdamW)',
   vae_encode: 'VAE encode',
   vae_decode: 'VAE decode',
   matmul: 'MatMul 1024³',
@@ -62,7 +63,11 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     )
     .option('--threads <n>', 'threads on both sides', '2')
     .option('--repeats <n>', 'timed runs per measurement (default 5; 2 at SD-1.5 size)')
-    .option('--what <list>', 'unet,unet_grad,vae_encode,vae_decode', 'unet,unet_grad,vae_encode,vae_decode')
+    .option(
+      '--what <list>',
+      'unet,unet_grad,lora_step,vae_encode,vae_decode',
+      'unet,unet_grad,lora_step,vae_encode,vae_decode',
+    )
     .option(
       '--python <path>',
       'a Python with torch (Debian: python3-torch, with libopenblas0-openmp)',
@@ -117,7 +122,7 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
       );
       torchInfo = pt;
       const key = what === 'unet' ? 'unet' : what;
-      const macs = what === 'unet_grad' ? undefined : meta.multiply_adds[key];
+      const macs = what === 'unet_grad' || what === 'lora_step' ? undefined : meta.multiply_adds[key];
       const editkitMs = Number(ek.ms);
       const row: Row = {
         size,

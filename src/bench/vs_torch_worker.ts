@@ -5,12 +5,22 @@
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { buildGradient, loadModel, mseLoss, sessionFromModel } from '../autodiff/index.js';
+import {
+  AdamW,
+  addLora,
+  buildGradient,
+  graphOf,
+  loadModel,
+  mseLoss,
+  sessionFromModel,
+  tensorDims,
+  tensorToFloat32,
+} from '../autodiff/index.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { ModelSession, type Feed } from '../runtime/session.js';
 import { readNpy } from '../util/npy.js';
 
-export type VsTorchWhat = 'unet' | 'unet_grad' | 'vae_encode' | 'vae_decode' | 'matmul';
+export type VsTorchWhat = 'unet' | 'unet_grad' | 'lora_step' | 'vae_encode' | 'vae_decode' | 'matmul';
 
 async function median(run: () => Promise<unknown>, repeats: number): Promise<number> {
   await run();
@@ -44,6 +54,34 @@ export async function measure(dir: string, what: VsTorchWhat, threads: number, r
   const settings = { device: 'cpu' as const, intraOpNumThreads: threads };
   let session: ModelSession;
   let feeds: Record<string, Feed>;
+  if (what === 'lora_step') {
+    // One LoRA training step, batch 2: the gradient model (rank 16 on the attention projections), then AdamW on the
+    // host — what DragDiffusion's LoRA stage runs 80 times.
+    const sample = await npy('sample');
+    const timestep = await npy('timestep');
+    const context = await npy('encoder_hidden_states');
+    const lora = addLora(await loadModel(join(dir, 'unet.onnx')), { rank: 16, initB: 'normal' });
+    const gradient = buildGradient(lora.model, {
+      loss: mseLoss('out_sample', { input: 'target' }),
+      wrt: lora.parameters,
+      promote: true,
+      inputShapes: { sample: sample.shape, timestep: timestep.shape, encoder_hidden_states: context.shape },
+    });
+    const grad = await sessionFromModel(gradient.model, settings, 'lora_step');
+    const inits = new Map(graphOf(lora.model).initializer.map((t) => [t.name, t]));
+    const params = Object.fromEntries(lora.parameters.map((p) => [p, tensorToFloat32(inits.get(p)!)]));
+    const optimizer = new AdamW(params, { lr: 5e-4 });
+    const base = { sample, timestep, encoder_hidden_states: context, target: NDArray.zeros(sample.shape) };
+    const fetch = lora.parameters.map((p) => gradient.gradients[p]);
+    const ms = await median(async () => {
+      const feeds: Record<string, Feed> = { ...base };
+      for (const p of lora.parameters) feeds[p] = new NDArray(params[p], tensorDims(inits.get(p)!));
+      const out = await grad.run(feeds, fetch);
+      optimizer.step(Object.fromEntries(lora.parameters.map((p) => [p, out[gradient.gradients[p]].data])));
+    }, repeats);
+    await grad.release();
+    return { what, ms, peakRssMiB: process.resourceUsage().maxRSS / 1024 };
+  }
   if (what === 'unet' || what === 'unet_grad') {
     const sample = await npy('sample');
     const timestep = await npy('timestep');

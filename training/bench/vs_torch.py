@@ -108,6 +108,34 @@ def multiply_adds(module: torch.nn.Module, *inputs) -> int:
     return total[0]
 
 
+class LoRALinear(torch.nn.Module):
+    """y = W x + B A x, rank r, A ~ N(0, 1/r²) as diffusers' LoRALinearLayer; B small but non-zero so that A's
+    gradient is not trivially zero (EditKit's side uses initB 'normal' for the same reason)."""
+
+    def __init__(self, base: torch.nn.Linear, rank: int):
+        super().__init__()
+        self.base = base
+        self.down = torch.nn.Linear(base.in_features, rank, bias=False)
+        self.up = torch.nn.Linear(rank, base.out_features, bias=False)
+        torch.nn.init.normal_(self.down.weight, std=1 / rank)
+        torch.nn.init.normal_(self.up.weight, std=0.01)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+
+
+def add_lora(unet: torch.nn.Module, rank: int = 16) -> list:
+    """LoRA on every attention projection (to_q, to_k, to_v, to_out), as DragDiffusion; returns the new parameters."""
+    params = []
+    for m in unet.modules():
+        if isinstance(m, M.Attention):
+            for name in ("to_q", "to_k", "to_v", "to_out"):
+                lora = LoRALinear(getattr(m, name), rank)
+                setattr(m, name, lora)
+                params += [lora.down.weight, lora.up.weight]
+    return params
+
+
 def export(args):
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -184,13 +212,26 @@ def time_one(args):
     cfg = meta["config"]
     load = lambda n: torch.from_numpy(np.load(os.path.join(args.dir, f"{n}.npy")))  # noqa: E731
     x = {n: load(n) for n in ("sample", "timestep", "encoder_hidden_states", "image", "latent_sample")}
-    if args.what.startswith("unet"):
+    if args.what.startswith("unet") or args.what == "lora_step":
         unet = M.UNet2DConditionModel(**cfg["unet"]).eval()
         unet.load_state_dict(torch.load(os.path.join(args.dir, "unet.pt")))
         if args.what == "unet":
             def fn():
                 with torch.no_grad():
                     unet(x["sample"], x["timestep"], x["encoder_hidden_states"])
+        elif args.what == "lora_step":
+            # One LoRA training step, batch 2: forward, MSE to a target, backward to the LoRA factors, Adam update.
+            for p in unet.parameters():
+                p.requires_grad_(False)
+            params = add_lora(unet)
+            optimizer = torch.optim.AdamW(params, lr=5e-4)
+            target = torch.zeros_like(x["sample"])
+
+            def fn():
+                optimizer.zero_grad()
+                loss = ((unet(x["sample"], x["timestep"], x["encoder_hidden_states"]) - target) ** 2).mean()
+                loss.backward()
+                optimizer.step()
         else:
             # d mean((ε − target)²) / d sample, batch 1 (DragDiffusion's latent gradient, without the feature cut).
             for p in unet.parameters():
@@ -236,7 +277,7 @@ def main():
     e.add_argument("--threads", type=int, default=2)
     t = sub.add_parser("time")
     t.add_argument("--dir", required=True)
-    t.add_argument("--what", choices=["unet", "unet_grad", "vae_encode", "vae_decode"], required=True)
+    t.add_argument("--what", choices=["unet", "unet_grad", "lora_step", "vae_encode", "vae_decode"], required=True)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--repeats", type=int, default=5)
     m = sub.add_parser("matmul")
