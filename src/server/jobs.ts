@@ -86,6 +86,8 @@ export class JobQueue {
   private readonly entries = new Map<string, Entry>();
   private readonly waiting: string[] = [];
   private running: string | undefined;
+  /** Jobs whose inputs are still being written (counted against the bound). */
+  private settingUp = 0;
   private readonly sweeper: NodeJS.Timeout;
   /** Counters for /metrics. */
   readonly counts: Record<JobState | 'refused', number> = {
@@ -123,7 +125,7 @@ export class JobQueue {
     id = randomUUID(),
   ): Promise<JobRecord> {
     const max = this.options.maxQueued ?? 16;
-    if (this.waiting.length >= max) {
+    if (this.waiting.length + this.settingUp >= max) {
       this.counts.refused++;
       const average = this.durations.length
         ? this.durations.reduce((a, b) => a + b, 0) / this.durations.length
@@ -146,26 +148,29 @@ export class JobQueue {
       stageStart: { stage: '', at: 0, step: 0 },
     };
     this.entries.set(id, entry);
-    this.waiting.push(id);
     this.counts.queued++;
+    // The job joins the line only once its inputs are on disk, so that no worker can start it before.
+    this.settingUp++;
     const ready = (async () => {
       await mkdir(this.dirOf(id), { recursive: true });
       await setup?.(this.dirOf(id));
     })();
-    // The job starts only once its inputs are on disk.
-    entry.events.once('internal:ready', () => undefined);
-    void ready.then(
+    return ready.then(
       () => {
-        entry.events.emit('internal:ready');
-        this.emit(entry, { type: 'queued', position: this.waiting.indexOf(id) + 1 });
-        this.pump();
+        this.settingUp--;
+        if (record.state === 'queued') {
+          this.waiting.push(id);
+          this.emit(entry, { type: 'queued', position: this.waiting.length });
+          this.pump();
+        }
+        return record;
       },
       (error: unknown) => {
-        this.waiting.splice(this.waiting.indexOf(id), 1);
+        this.settingUp--;
         this.finish(entry, 'failed', error instanceof Error ? error.message : String(error));
+        throw error;
       },
     );
-    return ready.then(() => record);
   }
 
   get(id: string): JobRecord | undefined {
@@ -190,7 +195,9 @@ export class JobQueue {
     const entry = this.entries.get(id);
     if (!entry) return undefined;
     if (entry.record.state === 'queued') {
-      this.waiting.splice(this.waiting.indexOf(id), 1);
+      // In the line, or still writing its inputs (then it never joins).
+      const at = this.waiting.indexOf(id);
+      if (at >= 0) this.waiting.splice(at, 1);
       this.finish(entry, 'cancelled');
     } else if (entry.record.state === 'running') entry.controller.abort(new JobCancelledError());
     return entry.record;
