@@ -120,3 +120,36 @@ export function checkOutputPath(out: string, inputs: readonly (string | undefine
     }
   }
 }
+
+/** What the server and its Redis workers both take: which models and deltas, where they run, and job limits. */
+export interface JobRunnerOptions {
+  models?: string[];
+  deltas?: string[];
+  device: string;
+  threads?: number;
+  timeout: number;
+  ttl: number;
+}
+
+export function addJobRunnerOptions(command: Command): Command {
+  const repeat = (v: string, previous: string[] = []) => [...previous, v];
+  return command
+    .option(
+      '--models <dir>',
+      'a model bundle or a folder of bundles, by name in the API (repeatable; default: the bundled models)',
+      repeat,
+    )
+    .option(
+      '--deltas <dir>',
+      'a folder of DiffusionCLIP deltas for clip-edit jobs, by file name (repeatable)',
+      repeat,
+    )
+    .option('--device <name>', 'cpu|webgpu|cuda|auto', 'auto')
+    .option('--threads <n>', 'CPU threads per model', parseInteger('--threads', 1, 1024))
+    .option('--timeout <s>', 'seconds a job may run', parseInteger('--timeout', 1, 86400), 600)
+    .option('--ttl <s>', 'seconds results are kept', parseInteger('--ttl', 1, 30 * 86400), 3600);
+}
+
+export function checkRedisUrl(url: string): void {
+  if (!/^rediss?:\/\//.test(url)) throw new UserError(`--queue '${url}' is not a redis:// URL`);
+}

@@ -18,6 +18,7 @@ import { encodePng, renderScene } from '../world/render.js';
 import { sampleScene } from '../world/scene.js';
 import { modelWorldSubset } from '../world/subsets.js';
 import { LocalBackend, type JobBackend } from './backend.js';
+import { ModelLoader } from './models.js';
 import { QueueFullError, type JobEvent, type JobRecord } from './jobs.js';
 import { METHOD_INPUTS, METHOD_NAMES, parseParams, type MethodName } from './methods.js';
 
@@ -136,19 +137,8 @@ export async function buildServer(
 ): Promise<{ app: FastifyInstance; backend: JobBackend }> {
   const models = discoverModels(options.modelDirs);
   const defaultModel = models.has('emoji-ldm') ? 'emoji-ldm' : [...models.keys()][0];
-  const bundles = new Map<string, Promise<StableDiffusionBundle>>();
-  const bundle = (name: string) => {
-    let b = bundles.get(name);
-    if (!b) {
-      b = StableDiffusionBundle.load(models.get(name)!, {
-        device: options.device,
-        intraOpNumThreads: options.threads,
-      });
-      b.catch(() => bundles.delete(name));
-      bundles.set(name, b);
-    }
-    return b;
-  };
+  const loader = new ModelLoader(models, { device: options.device, threads: options.threads });
+  const bundle = (name: string) => loader.load(name);
   const deltas = discoverDeltas(options.deltaDirs ?? []);
   const backend: JobBackend =
     options.backend?.(bundle) ??
@@ -389,7 +379,11 @@ export async function buildServer(
       },
     },
     async () =>
-      [...models.keys()].map((name) => ({ name, default: name === defaultModel, loaded: bundles.has(name) })),
+      [...models.keys()].map((name) => ({
+        name,
+        default: name === defaultModel,
+        loaded: loader.isLoaded(name),
+      })),
   );
   app.get('/api/v1/deltas', async () => [...deltas.keys()].map((name) => ({ name })));
   app.get('/api/v1/devices', async () => {
@@ -466,7 +460,7 @@ export async function buildServer(
 
   app.addHook('onClose', async () => {
     await backend.close();
-    for (const b of bundles.values()) await (await b.catch(() => undefined))?.release();
+    await loader.release();
   });
   return { app, backend };
 }

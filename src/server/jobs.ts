@@ -40,6 +40,21 @@ export interface JobRecord {
   results: string[];
 }
 
+/**
+ * Turns (stage, step, total) reports into progress with an ETA: the time per step since the stage began, times the
+ * steps left (null until a step of the stage has passed).
+ */
+export function progressTracker(): (stage: string, step: number, total: number) => JobProgress {
+  let start = { stage: '', at: 0, step: 0 };
+  return (stage, step, total) => {
+    const now = performance.now();
+    if (stage !== start.stage) start = { stage, at: now, step };
+    const done = step - start.step;
+    const rate = done > 0 ? (now - start.at) / 1000 / done : null;
+    return { stage, step, total, etaSeconds: rate === null ? null : Math.max(0, rate * (total - step)) };
+  };
+}
+
 /** The reason a cancelled job's AbortSignal carries: the pipelines (which take the signal) throw it at their next step. */
 export class JobCancelledError extends Error {
   constructor() {
@@ -68,7 +83,6 @@ interface Entry {
   controller: AbortController;
   events: EventEmitter;
   history: JobEvent[];
-  stageStart: { stage: string; at: number; step: number };
 }
 
 export interface JobQueueOptions {
@@ -145,7 +159,6 @@ export class JobQueue {
       controller: new AbortController(),
       events: new EventEmitter(),
       history: [],
-      stageStart: { stage: '', at: 0, step: 0 },
     };
     this.entries.set(id, entry);
     this.counts.queued++;
@@ -251,19 +264,11 @@ export class JobQueue {
         ),
       this.options.timeoutMs ?? 600_000,
     );
+    const track = progressTracker();
     const progress = (stage: string, step: number, total: number) => {
       if (controller.signal.aborted)
         throw controller.signal.reason instanceof Error ? controller.signal.reason : new JobCancelledError();
-      const now = performance.now();
-      if (stage !== entry.stageStart.stage) entry.stageStart = { stage, at: now, step };
-      const done = step - entry.stageStart.step;
-      const rate = done > 0 ? (now - entry.stageStart.at) / 1000 / done : null;
-      record.progress = {
-        stage,
-        step,
-        total,
-        etaSeconds: rate === null ? null : Math.max(0, rate * (total - step)),
-      };
+      record.progress = track(stage, step, total);
       this.emit(entry, { type: 'progress', ...record.progress });
     };
     try {

@@ -16,6 +16,7 @@ import type { BackendStats, JobBackend, JobInputs } from './backend.js';
 import {
   JobCancelledError,
   QueueFullError,
+  progressTracker,
   type JobEvent,
   type JobProgress,
   type JobRecord,
@@ -235,7 +236,7 @@ export async function startWorker(
         if (job.data.image)
           await writeFile(join(dir, INPUT_FILES.image), Buffer.from(job.data.image, 'base64'));
         if (job.data.mask) await writeFile(join(dir, INPUT_FILES.mask), Buffer.from(job.data.mask, 'base64'));
-        let stageStart = { stage: '', at: 0, step: 0 };
+        const track = progressTracker();
         const files = await runMethod(
           await options.bundle(job.data.model),
           job.data.method,
@@ -245,16 +246,7 @@ export async function startWorker(
             signal: controller.signal,
             progress: (stage, step, total) => {
               if (controller.signal.aborted) throw controller.signal.reason;
-              const now = performance.now();
-              if (stage !== stageStart.stage) stageStart = { stage, at: now, step };
-              const done = step - stageStart.step;
-              const rate = done > 0 ? (now - stageStart.at) / 1000 / done : null;
-              void job.updateProgress({
-                stage,
-                step,
-                total,
-                etaSeconds: rate === null ? null : Math.max(0, rate * (total - step)),
-              });
+              void job.updateProgress({ ...track(stage, step, total) });
             },
           },
           options.resolveDelta,
