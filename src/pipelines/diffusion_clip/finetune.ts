@@ -51,6 +51,7 @@ import {
   CLIP_LOSS_INPUTS,
   CLIP_VIEWS,
   promoteParameters,
+  type ClipView,
 } from './models.js';
 import { alphaBar, ddimCoefficients, ddimMove, diffusionClipTimesteps } from './schedule.js';
 
@@ -60,9 +61,12 @@ export type AdapterKind = 'lora' | 'full';
 export interface DiffusionClipOptions {
   /** Training images [1, 3, H, W] in [-1, 1], all of one size. */
   images: readonly NDArray[];
-  /** y_ref and y_tar: the text direction CLIP measures. */
-  sourceText: string;
-  targetText: string;
+  /**
+   * y_ref and y_tar: the text direction CLIP measures. Lists pair up element by element and the direction is the
+   * mean of the pairs' directions (the reference code's prompt-template ensemble, which steadies the direction).
+   */
+  sourceText: string | readonly string[];
+  targetText: string | readonly string[];
   /** Conditioning of the UNet during inversion and generation (default '': unconditional, as the paper's models). */
   prompt?: string;
   /** t₀ on the training schedule (default 40% of it: 400 of 1000, the paper's 400–500 for most edits). */
@@ -79,6 +83,8 @@ export interface DiffusionClipOptions {
   gradient?: GradientScheme;
   /** Standard deviation of the pixel noise on CLIP's views, in [0, 1] units (default 0.03; 0 for none). */
   viewNoise?: number;
+  /** The crops CLIP sees of each image (default {@link CLIP_VIEWS}). */
+  clipViews?: readonly ClipView[];
   adapter?: AdapterKind;
   /** LoRA rank (default 8) and targets: the attention projections, or every MatMul/Conv weight (default). */
   loraRank?: number;
@@ -171,6 +177,45 @@ function prepareTrainable(base: ModelProto, options: DiffusionClipOptions): Trai
   return { model: lora.model, parameters: lora.parameters, values, dims, lora };
 }
 
+/** The text pairs of the CLIP direction, checked: as many sources as targets, none empty, not all the same. */
+export function textPairs(
+  source: string | readonly string[],
+  target: string | readonly string[],
+): { sourceTexts: string[]; targetTexts: string[] } {
+  const sourceTexts = (typeof source === 'string' ? [source] : [...source]).map((t) => t.trim());
+  const targetTexts = (typeof target === 'string' ? [target] : [...target]).map((t) => t.trim());
+  if (sourceTexts.length !== targetTexts.length)
+    throw new UserError(
+      `the CLIP direction needs as many source texts as target texts, got ${sourceTexts.length} and ${targetTexts.length}`,
+    );
+  if (sourceTexts.length === 0 || sourceTexts.some((t) => !t) || targetTexts.some((t) => !t))
+    throw new UserError('give both texts of the CLIP direction (--from and --to)');
+  if (sourceTexts.every((t, i) => t === targetTexts[i]))
+    throw new UserError('--from and --to are the same text: there is no direction to follow');
+  return { sourceTexts, targetTexts };
+}
+
+/** Mean over pairs of E_T(target) − E_T(source), unit embeddings; the loss's cosine ignores its length. */
+async function meanTextDirection(
+  clip: ClipModel,
+  sourceTexts: readonly string[],
+  targetTexts: readonly string[],
+): Promise<Float32Array> {
+  const n = sourceTexts.length;
+  const texts = await clip.embedTexts([...sourceTexts, ...targetTexts]);
+  const dim = texts.shape[1];
+  const direction = new Float32Array(dim);
+  for (let k = 0; k < n; k++)
+    for (let j = 0; j < dim; j++)
+      direction[j] += (texts.data[(n + k) * dim + j] - texts.data[k * dim + j]) / n;
+  return direction;
+}
+
+/** A list of texts for the delta's metadata: the first, and how many more (a template ensemble can be long). */
+function describeTexts(texts: readonly string[]): string {
+  return texts.length === 1 ? texts[0] : `${texts[0]} (and ${texts.length - 1} more)`;
+}
+
 function timestepFeed(session: ModelSession, t: number): NDArray {
   const shape = session.input('timestep').shape;
   return NDArray.full(shape.length === 0 ? [] : [1], t);
@@ -190,10 +235,7 @@ export async function diffusionClipFinetune(
         `training images must share one size: ${width}×${height} and ${size.width}×${size.height}`,
       );
   }
-  if (!options.sourceText.trim() || !options.targetText.trim())
-    throw new UserError('give both texts of the CLIP direction (--from and --to)');
-  if (options.sourceText.trim() === options.targetText.trim())
-    throw new UserError('--from and --to are the same text: there is no direction to follow');
+  const { sourceTexts, targetTexts } = textPairs(options.sourceText, options.targetText);
   const { scheduler } = createScheduler(bundle.schedulerConfig, { override: 'ddim' });
   const alphas = scheduler.alphasCumprod;
   const trainSteps = alphas.length;
@@ -216,15 +258,14 @@ export async function diffusionClipFinetune(
   const settings: SessionSettings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
 
   // Text direction and the images' own embeddings: fixed for the whole run.
-  const texts = await clip.embedTexts([options.sourceText, options.targetText]);
-  const dim = texts.shape[1];
+  const views = options.clipViews ?? CLIP_VIEWS;
+  if (views.length === 0) throw new UserError('CLIP needs at least one view of each image');
+  const textDirection = await meanTextDirection(clip, sourceTexts, targetTexts);
+  const dim = textDirection.length;
   // One row per CLIP view (the loss compares each view's change with it).
   const direction = new NDArray(
-    Float32Array.from(
-      { length: CLIP_VIEWS.length * dim },
-      (_, j) => texts.data[dim + (j % dim)] - texts.data[j % dim],
-    ),
-    [CLIP_VIEWS.length, dim],
+    Float32Array.from({ length: views.length * dim }, (_, j) => textDirection[j % dim]),
+    [views.length, dim],
   );
   const gen = new Generator(options.seed ?? 0);
   const viewNoise = options.viewNoise ?? 0.03;
@@ -264,6 +305,7 @@ export async function diffusionClipFinetune(
     imageSize: [height, width] as const,
     lambdaClip,
     lambdaL1,
+    views,
     parameters: trainable.parameters,
     sampleGradient: scheme === 'chain',
   };
@@ -293,7 +335,7 @@ export async function diffusionClipFinetune(
       encoder_hidden_states: embedding,
       [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
       [CLIP_LOSS_INPUTS.viewNoise]: gen
-        .randn([CLIP_VIEWS.length, 3, clip.processing.size, clip.processing.size])
+        .randn([views.length, 3, clip.processing.size, clip.processing.size])
         .scale(viewNoise),
       [CLIP_LOSS_INPUTS.textDirection]: direction,
     });
@@ -410,8 +452,8 @@ export async function diffusionClipFinetune(
 
   const metadata = {
     editkit_method: 'diffusionclip',
-    from: options.sourceText,
-    to: options.targetText,
+    from: describeTexts(sourceTexts),
+    to: describeTexts(targetTexts),
     prompt: options.prompt ?? '',
     t0: String(t0),
     inversion_steps: String(inversionSteps),

@@ -53,6 +53,8 @@ export interface ClipLossSpec {
   imageSize: readonly [number, number];
   lambdaClip: number;
   lambdaL1: number;
+  /** The crops CLIP sees (default {@link CLIP_VIEWS}); the view-noise input has one slice per view. */
+  views?: readonly ClipView[];
   /** Parameters to differentiate (and feed each step). */
   parameters: readonly string[];
   /** Also d loss / d x_t (the full chain needs it). */
@@ -86,7 +88,9 @@ function inputShapes(
  * edit; averaging the directional loss over crops (with fresh pixel noise each step) makes the shortcut harder,
  * as CLIP-guided generators do with cutouts.
  */
-export const CLIP_VIEWS: readonly (readonly [number, number, number, number])[] = [
+export type ClipView = readonly [top: number, left: number, height: number, width: number];
+
+export const CLIP_VIEWS: readonly ClipView[] = [
   [0, 0, 1, 1],
   [0, 0, 7 / 8, 7 / 8],
   [1 / 8, 1 / 8, 7 / 8, 7 / 8],
@@ -94,7 +98,7 @@ export const CLIP_VIEWS: readonly (readonly [number, number, number, number])[] 
 ];
 
 /**
- * x̂₀ → decoder → [0, 1]; x̂₀ and x₀ both cut into {@link CLIP_VIEWS}, resized to CLIP's size, noised, normalised,
+ * x̂₀ → decoder → [0, 1]; x̂₀ and x₀ both cut into the views ({@link CLIP_VIEWS} by default), resized to CLIP's size, noised, normalised,
  * embedded; the directional loss per view, averaged; plus the L1 to x₀.
  */
 function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossSpec): LossSpec {
@@ -104,7 +108,8 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       const F = DataType.FLOAT;
       const b = new GraphBuilder(graph, 'dclip');
       const [imageHeight, imageWidth] = spec.imageSize;
-      const views = CLIP_VIEWS.length;
+      const viewBoxes = spec.views ?? CLIP_VIEWS;
+      const views = viewBoxes.length;
       const { size, mean, std } = spec.clipProcessing;
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.x0Coefficients, F, [2]));
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.sourceImage, F, [1, 3, imageHeight, imageWidth]));
@@ -125,7 +130,7 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
         b.scale(b.concat([image, CLIP_LOSS_INPUTS.sourceImage], 0), 0.5),
         b.scalarLike(0.5, image),
       );
-      const cut = CLIP_VIEWS.map(([top, left, h, w]) => {
+      const cut = viewBoxes.map(([top, left, h, w]) => {
         const y0 = Math.round(top * imageHeight);
         const x0 = Math.round(left * imageWidth);
         const y1 = y0 + Math.round(h * imageHeight);
