@@ -1,5 +1,5 @@
 /**
- * DiffusionCLIP's whole step loss (UNet + LoRA → x̂₀ → VAE decoder → CLIP views → directional + L1) and its
+ * DiffusionCLIP's whole step loss (UNet + LoRA → x̂₀ → VAE decoder → CLIP views → directional + L1 + global) and its
  * gradients against PyTorch: training/fixtures/make_diffusion_clip_reference.py builds tiny networks from the
  * project's PyTorch modules, exports them, and computes the same loss in float64 with torch.autograd for fixed
  * inputs (the CLIP views' noise is an input, so nothing here is random). This test builds EditKit's step-loss
@@ -45,18 +45,20 @@ interface Reference {
   scaling_factor: number;
   lambda_clip: number;
   lambda_l1: number;
+  lambda_global: number;
   lora: {
     rank: number;
     alpha: number;
     targets: { wrt: string; a: string; b: string; grad_a: string; grad_b: string }[];
   };
   inputs: Record<
-    'sample' | 'encoder_hidden_states' | 'source_image' | 'view_noise' | 'text_direction',
+    'sample' | 'encoder_hidden_states' | 'source_image' | 'view_noise' | 'text_direction' | 'target_text',
     string
   >;
   loss: number;
   clip_loss: number;
   l1: number;
+  global_loss: number;
   eps: string;
   gradients: { wrt: string; file: string }[];
 }
@@ -138,6 +140,7 @@ async function compareWithTorch(
     imageSize: reference.image_size,
     lambdaClip: reference.lambda_clip,
     lambdaL1: reference.lambda_l1,
+    lambdaGlobal: reference.lambda_global,
     views: reference.views,
     parameters,
     sampleGradient: true,
@@ -153,6 +156,7 @@ async function compareWithTorch(
     [CLIP_LOSS_INPUTS.sourceImage]: await npy(reference.inputs.source_image),
     [CLIP_LOSS_INPUTS.viewNoise]: await npy(reference.inputs.view_noise),
     [CLIP_LOSS_INPUTS.textDirection]: await npy(reference.inputs.text_direction),
+    [CLIP_LOSS_INPUTS.targetText]: await npy(reference.inputs.target_text),
     ...factorValues,
     ...Object.fromEntries(
       direct.map((g) => {
@@ -165,6 +169,7 @@ async function compareWithTorch(
     model.loss,
     model.clipLoss,
     model.l1,
+    model.globalLoss!,
     model.output,
     model.gradients.sample,
     ...parameters.map((p) => model.gradients[p]),
@@ -181,6 +186,7 @@ async function compareWithTorch(
   record('loss', out[model.loss].data, [reference.loss]);
   record('clip loss', out[model.clipLoss].data, [reference.clip_loss]);
   record('l1', out[model.l1].data, [reference.l1]);
+  record('global term', out[model.globalLoss!].data, [reference.global_loss]);
   record('ε', out[model.output].data, (await npy(reference.eps)).data);
   for (const g of reference.gradients)
     record(`d loss/d ${g.wrt}`, out[model.gradients[g.wrt]].data, (await npy(g.file)).data);
@@ -200,8 +206,8 @@ describe('DiffusionCLIP step loss against PyTorch (tiny networks)', () => {
       console.info(
         `[dclip-torch] ${name}: max|Δ| ${maxAbs[name].toExponential(2)}, relative ${e.toExponential(2)}`,
       );
-    // x_t, 2 × (A, B), 2 weights, plus loss, its two terms and ε.
-    expect(Object.keys(errors)).toHaveLength(11);
+    // x_t, 2 × (A, B), 2 weights, plus loss, its three terms and ε.
+    expect(Object.keys(errors)).toHaveLength(12);
     for (const [name, e] of Object.entries(errors)) expect(e, name).toBeLessThan(TOLERANCE);
   });
 

@@ -80,6 +80,13 @@ export interface DiffusionClipOptions {
   lambdaClip?: number;
   /** Weight of the identity L1 in image space (default 0.3, the reference's `l1_loss_w` for attribute edits). */
   lambdaL1?: number;
+  /** Weight of the global CLIP term 1 − cos(E_I(x̂₀), E_T(y_tar)) (default 0: off, as the paper's runs). */
+  lambdaGlobal?: number;
+  /**
+   * The global term's target per training image (e.g. each image's own caption after the edit); default: the mean
+   * embedding of the target texts for every image.
+   */
+  imageTargetTexts?: readonly string[];
   gradient?: GradientScheme;
   /** Standard deviation of the pixel noise on CLIP's views, in [0, 1] units (default 0.03; 0 for none). */
   viewNoise?: number;
@@ -103,6 +110,8 @@ export interface DiffusionClipUpdate {
   loss: number;
   clipLoss: number;
   l1: number;
+  /** The global term, when λ_global > 0. */
+  globalLoss?: number;
 }
 
 export interface DiffusionClipResult {
@@ -255,6 +264,12 @@ export async function diffusionClipFinetune(
   if (!(learningRate > 0)) throw new UserError(`the learning rate must be positive, got ${learningRate}`);
   const lambdaClip = options.lambdaClip ?? 1;
   const lambdaL1 = options.lambdaL1 ?? 0.3;
+  const lambdaGlobal = options.lambdaGlobal ?? 0;
+  if (!(lambdaGlobal >= 0)) throw new UserError(`λ_global must be ≥ 0, got ${lambdaGlobal}`);
+  if (options.imageTargetTexts && options.imageTargetTexts.length !== options.images.length)
+    throw new UserError(
+      `give one global target text per training image: ${options.imageTargetTexts.length} texts, ${options.images.length} images`,
+    );
   const settings: SessionSettings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
 
   // Text direction and the images' own embeddings: fixed for the whole run.
@@ -267,6 +282,24 @@ export async function diffusionClipFinetune(
     Float32Array.from({ length: views.length * dim }, (_, j) => textDirection[j % dim]),
     [views.length, dim],
   );
+  // The global term's target per image, one row per view: E_T of the image's own target text, or of them all.
+  const globalTargets: NDArray[] = [];
+  if (lambdaGlobal > 0) {
+    const perImage = options.imageTargetTexts !== undefined;
+    const texts = await clip.embedTexts(perImage ? options.imageTargetTexts! : targetTexts);
+    const rows = texts.shape[0];
+    for (let i = 0; i < options.images.length; i++) {
+      const target = new Float32Array(dim);
+      if (perImage) target.set(texts.data.subarray(i * dim, (i + 1) * dim));
+      else for (let k = 0; k < rows * dim; k++) target[k % dim] += texts.data[k] / rows;
+      globalTargets.push(
+        new NDArray(
+          Float32Array.from({ length: views.length * dim }, (_, j) => target[j % dim]),
+          [views.length, dim],
+        ),
+      );
+    }
+  }
   const gen = new Generator(options.seed ?? 0);
   const viewNoise = options.viewNoise ?? 0.03;
   const embedding = (await encodePrompt(bundle, options.prompt ?? '', undefined, 1)).cond;
@@ -305,6 +338,7 @@ export async function diffusionClipFinetune(
     imageSize: [height, width] as const,
     lambdaClip,
     lambdaL1,
+    lambdaGlobal,
     views,
     parameters: trainable.parameters,
     sampleGradient: scheme === 'chain',
@@ -330,7 +364,13 @@ export async function diffusionClipFinetune(
       Object.fromEntries(
         trainable.parameters.map((p) => [p, new NDArray(trainable.values[p], trainable.dims[p])]),
       );
-    const lossFetch = [lossModel.loss, lossModel.clipLoss, lossModel.l1, lossModel.output];
+    const lossFetch = [
+      lossModel.loss,
+      lossModel.clipLoss,
+      lossModel.l1,
+      lossModel.output,
+      ...(lossModel.globalLoss ? [lossModel.globalLoss] : []),
+    ];
     const common = (i: number) => ({
       encoder_hidden_states: embedding,
       [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
@@ -338,6 +378,7 @@ export async function diffusionClipFinetune(
         .randn([views.length, 3, clip.processing.size, clip.processing.size])
         .scale(viewNoise),
       [CLIP_LOSS_INPUTS.textDirection]: direction,
+      ...(lambdaGlobal > 0 ? { [CLIP_LOSS_INPUTS.targetText]: globalTargets[i] } : {}),
     });
     // Generation pairs (t, t_next), from t₀ down to the clean image.
     const pairs = generationSeq.map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const).reverse();
@@ -368,6 +409,7 @@ export async function diffusionClipFinetune(
               loss: out[lossModel.loss].data[0],
               clipLoss: out[lossModel.clipLoss].data[0],
               l1: out[lossModel.l1].data[0],
+              globalLoss: lossModel.globalLoss ? out[lossModel.globalLoss].data[0] : undefined,
             };
             updates.push(update);
             options.onUpdate?.(update);
@@ -439,6 +481,7 @@ export async function diffusionClipFinetune(
             loss: out[lossModel.loss].data[0],
             clipLoss: out[lossModel.clipLoss].data[0],
             l1: out[lossModel.l1].data[0],
+            globalLoss: lossModel.globalLoss ? out[lossModel.globalLoss].data[0] : undefined,
           };
           updates.push(update);
           options.onUpdate?.(update);
@@ -470,6 +513,7 @@ export async function diffusionClipFinetune(
       learningRate,
       lambdaClip,
       lambdaL1,
+      lambdaGlobal,
       adapter,
       gradient: scheme,
     },

@@ -5,7 +5,8 @@
  *   forms x̂₀ = c_x · x_t + c_ε · ε, decodes it with the (frozen) VAE decoder, embeds the image with the (frozen)
  *   CLIP image tower, and takes
  *       λ_CLIP · (1 − cos(E_I(x̂₀) − E_I(x₀), E_T(y_tar) − E_T(y_ref)))  +  λ_L1 · mean |x̂₀ − x₀|
- *   (image space, [-1, 1]); it returns the loss, ε, and the gradients of the trained parameters (and of x_t for the
+ *   (image space, [-1, 1]), plus, when λ_global > 0, the reference code's global CLIP term
+ *   λ_global · (1 − cos(E_I(x̂₀), E_T(y_tar))); it returns the loss, ε, and the gradients of the trained parameters (and of x_t for the
  *   full chain);
  * - the VJP model, for the full chain only: Σ ε(x_t) ⊙ u for an upstream gradient u, with its gradients with
  *   respect to x_t and the parameters, to carry d loss / d x back through one DDIM step;
@@ -36,6 +37,8 @@ export const CLIP_LOSS_INPUTS = {
   textDirection: 'dclip_text_direction',
   /** [V, 3, s, s]: pixel noise added to each CLIP view (fresh each step; zeros for none). */
   viewNoise: 'dclip_view_noise',
+  /** [V, D]: E_T(y_tar) per view, for the global term (only when λ_global > 0). */
+  targetText: 'dclip_target_text',
   /** [1, C, h, w]: the full chain's upstream gradient d loss / d ε. */
   upstream: 'dclip_upstream',
 } as const;
@@ -53,6 +56,12 @@ export interface ClipLossSpec {
   imageSize: readonly [number, number];
   lambdaClip: number;
   lambdaL1: number;
+  /**
+   * Weight of the global term 1 − cos(E_I(x̂₀), E_T(y_tar)) (default 0, off). The directional term ignores how far
+   * the image moves, so a small CLIP can be satisfied by a faint change in the right direction; the global term
+   * rewards reaching the target text (StyleGAN-NADA's and the reference code's `lambda_global`).
+   */
+  lambdaGlobal?: number;
   /** The crops CLIP sees (default {@link CLIP_VIEWS}); the view-noise input has one slice per view. */
   views?: readonly ClipView[];
   /** Parameters to differentiate (and feed each step). */
@@ -66,6 +75,8 @@ export interface ClipLossModel {
   loss: string;
   clipLoss: string;
   l1: string;
+  /** The global term's tensor, when λ_global > 0. */
+  globalLoss?: string;
   output: string;
   gradients: Record<string, string>;
 }
@@ -99,7 +110,7 @@ export const CLIP_VIEWS: readonly ClipView[] = [
 
 /**
  * x̂₀ → decoder → [0, 1]; x̂₀ and x₀ both cut into the views ({@link CLIP_VIEWS} by default), resized to CLIP's size, noised, normalised,
- * embedded; the directional loss per view, averaged; plus the L1 to x₀.
+ * embedded; the directional loss per view, averaged; plus the L1 to x₀ (and the global term, per view, averaged).
  */
 function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossSpec): LossSpec {
   return {
@@ -171,10 +182,18 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       const l1 = l1Loss(image, { input: CLIP_LOSS_INPUTS.sourceImage }).attach(graph);
       b.op('Identity', [direction], undefined, { outputs: ['dclip_clip_loss'] });
       b.op('Identity', [l1], undefined, { outputs: ['dclip_l1_loss'] });
-      return b.add(b.scale(direction, spec.lambdaClip), b.scale(l1, spec.lambdaL1));
+      const total = b.add(b.scale(direction, spec.lambdaClip), b.scale(l1, spec.lambdaL1));
+      if (!((spec.lambdaGlobal ?? 0) > 0)) return total;
+      const global = cosineDistanceLoss(b.reshape(edited, [views, -1]), {
+        input: CLIP_LOSS_INPUTS.targetText,
+      }).attach(graph);
+      b.op('Identity', [global], undefined, { outputs: [GLOBAL_LOSS] });
+      return b.add(total, b.scale(global, spec.lambdaGlobal!));
     },
   };
 }
+
+const GLOBAL_LOSS = 'dclip_global_loss';
 
 /** The step-loss model (see the module comment). `unet` carries the trained parameters as initializers. */
 export function buildClipLossModel(
@@ -189,7 +208,12 @@ export function buildClipLossModel(
   const result = buildGradient(graph.toModel(), {
     loss,
     wrt: [...(spec.sampleGradient ? ['sample'] : []), ...spec.parameters],
-    outputs: [spec.output, 'dclip_clip_loss', 'dclip_l1_loss'],
+    outputs: [
+      spec.output,
+      'dclip_clip_loss',
+      'dclip_l1_loss',
+      ...((spec.lambdaGlobal ?? 0) > 0 ? [GLOBAL_LOSS] : []),
+    ],
     promote: spec.parameters,
     inputShapes: inputShapes(graph, spec),
   });
@@ -198,6 +222,7 @@ export function buildClipLossModel(
     loss: result.loss,
     clipLoss: 'dclip_clip_loss',
     l1: 'dclip_l1_loss',
+    globalLoss: (spec.lambdaGlobal ?? 0) > 0 ? GLOBAL_LOSS : undefined,
     output: spec.output,
     gradients: result.gradients,
   };
