@@ -44,6 +44,22 @@ export function parseNumber(name: string, min: number, max: number) {
   };
 }
 
+/** A comma-separated list, each item parsed by `parse`; an empty string is an empty list. */
+export function parseList<T>(parse: (value: string) => T) {
+  return (value: string): T[] =>
+    value.trim() === '' ? [] : value.split(',').map((item) => parse(item.trim()));
+}
+
+/** A number in (0, 1]: strengths and ratios. */
+export function parseFraction(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !(n > 0 && n <= 1))
+      throw new InvalidArgumentError(`${name}: ${value} is not in (0, 1]`);
+    return n;
+  };
+}
+
 function parseDeviceOption(value: string): DeviceName {
   try {
     return parseDevice(value);

@@ -1,9 +1,13 @@
 /**
  * The eval suite on files: EmojiWorld's cases written in PIE-Bench's layout (`editkit world export --format
- * piebench`), and PIE-Bench folders read back as eval cases (`editkit eval --dataset DIR`).
+ * piebench`), PIE-Bench folders read back as eval cases (`editkit eval --dataset DIR`), and DragBench folders as
+ * action cases (`bench drag --dataset DIR`).
  */
+import { findDragBenchCases, readDragBenchCase } from '../datasets/dragbench.js';
 import { readPieBench, writePieBench } from '../datasets/piebench.js';
-import { resizeBilinearChannels } from '../image/resample.js';
+import { resolveSize } from '../image/io.js';
+import { resizeBilinear, resizeBilinearChannels } from '../image/resample.js';
+import type { PixelPoint } from '../pipelines/drag/points.js';
 import { NDArray } from '../runtime/ndarray.js';
 import type { SampleSceneOptions } from '../world/scene.js';
 import { evalCase, isEvalTask, type EvalCase, type EvalTask } from './tasks.js';
@@ -62,6 +66,44 @@ export async function pieBenchEvalCases(dir: string, size: number, limit = Infin
       source01: c.image.map((v) => v / 2 + 0.5),
       region: c.mask,
     }));
+}
+
+/**
+ * A DragBench folder (`<case>/original_image.png`, `meta_data.pkl`, any depth) as action cases, with their points
+ * and masks resized to `size`², or to each image's own size rounded down to the model's `multiple`. DragBench has
+ * no ground truth: the caption is both source and target, and success and fidelity are n/a.
+ */
+export async function dragBenchEvalCases(
+  root: string,
+  options: { multiple: number; size?: number; limit?: number },
+): Promise<EvalCase[]> {
+  const cases: EvalCase[] = [];
+  for (const dir of findDragBenchCases(root).slice(0, options.limit ?? Infinity)) {
+    const c = await readDragBenchCase(dir, root);
+    const [, , h, w] = c.image.shape;
+    const size = options.size
+      ? { width: options.size, height: options.size }
+      : resolveSize(w, h, { multiple: options.multiple });
+    const scale = (p: readonly [number, number]): PixelPoint => [
+      (p[0] * size.width) / w,
+      (p[1] * size.height) / h,
+    ];
+    const image = resizeBilinearChannels(c.image, size.height, size.width);
+    cases.push({
+      id: c.name,
+      task: 'action',
+      worldTask: 'move',
+      seed: -1,
+      instruction: c.prompt ? `drag (${c.prompt})` : 'drag',
+      sourceCaption: c.prompt,
+      targetCaption: c.prompt,
+      source: image,
+      source01: image.map((v) => v / 2 + 0.5),
+      region: resizeBilinear(c.mask, size.height, size.width).map((v) => (v >= 0.5 ? 1 : 0)),
+      drag: { handles: c.handles.map(scale), targets: c.targets.map(scale) },
+    });
+  }
+  return cases;
 }
 
 /** Downscale by area averaging when the factor is whole (no aliasing), else bilinear. */

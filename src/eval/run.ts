@@ -12,11 +12,19 @@ import type { StableDiffusionBundle } from '../models/bundle.js';
 import type { NDArray } from '../runtime/ndarray.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
+import type { EditTask } from '../world/edits.js';
 import type { SampleSceneOptions } from '../world/scene.js';
-import type { EvalMethod } from './methods.js';
-import { scoreEdit, type EditScores, type Scorers } from './metrics.js';
+import type { EvalMethod, MethodInput } from './methods.js';
+import { scoreEdit, type EditDetails, type EditScores, type Scorers } from './metrics.js';
 import { writeReport } from './report.js';
-import { evalCase, SUITE_VERSION, type EvalCase, type EvalTask } from './tasks.js';
+import {
+  evalCase,
+  suiteWorldTask,
+  SUITE_VERSION,
+  worldTasksOf,
+  type EvalCase,
+  type EvalTask,
+} from './tasks.js';
 
 export interface EvalRecord {
   caseId: string;
@@ -24,6 +32,7 @@ export interface EvalRecord {
   method: string;
   instruction: string;
   scores: EditScores;
+  details?: EditDetails;
 }
 
 export interface EvalResults {
@@ -31,7 +40,17 @@ export interface EvalResults {
   model: string;
   device: string;
   versions: Record<string, string>;
-  settings: { cases: number; tasks: EvalTask[]; imageSize: number; seed: number; dataset?: string };
+  settings: {
+    cases: number;
+    tasks: EvalTask[];
+    imageSize: number;
+    seed: number;
+    dataset?: string;
+    /** Tasks restricted to some of their EmojiWorld edits (e.g. action to moves). */
+    variants?: Partial<Record<EvalTask, EditTask[]>>;
+    /** How the scorers were set up, where that changes the figures (the DIFT matcher). */
+    scoring?: Record<string, unknown>;
+  };
   methods: Pick<EvalMethod, 'key' | 'label' | 'family' | 'tasks' | 'needs' | 'settings'>[];
   records: EvalRecord[];
   /** Example grids per task: PNG file names under images/, with the column labels. */
@@ -45,6 +64,11 @@ export interface EvalOptions {
   /** Cases from a dataset (e.g. PIE-Bench) instead of EmojiWorld's suite; `cases` then caps their number. */
   dataset?: { name: string; cases: readonly EvalCase[] };
   cases: number;
+  /**
+   * Restrict a task's cases to some of its EmojiWorld edits: `{ action: ['move'] }` runs the first `cases` action
+   * cases that are moves, keeping their suite ids (action-0, action-2, …).
+   */
+  variants?: Partial<Record<EvalTask, readonly EditTask[]>>;
   methods: readonly EvalMethod[];
   scene: SampleSceneOptions;
   out: string;
@@ -55,6 +79,35 @@ export interface EvalOptions {
   versions: Record<string, string>;
   onProgress?: (done: number, total: number, label: string) => void;
   log?: (line: string) => void;
+}
+
+const ALL_INPUTS: readonly MethodInput[] = [
+  'target caption',
+  'source caption',
+  'ground-truth mask',
+  'drag points',
+  'fine-tuned delta',
+  'ground truth',
+];
+
+/** What a dataset's case provides (a fine-tuned delta is the method's own, never the case's). */
+function caseInputs(c: EvalCase): MethodInput[] {
+  return [
+    'target caption',
+    'source caption',
+    'ground-truth mask',
+    'fine-tuned delta',
+    ...(c.drag ? (['drag points'] as const) : []),
+    ...(c.target01 ? (['ground truth'] as const) : []),
+  ];
+}
+
+/** The suite indices k of the first `count` cases of `task` whose EmojiWorld edit is one of `edits`. */
+function suiteIndices(task: EvalTask, count: number, edits?: readonly EditTask[]): number[] {
+  const indices: number[] = [];
+  for (let k = 0; indices.length < count; k++)
+    if (!edits || edits.includes(suiteWorldTask(task, k))) indices.push(k);
+  return indices;
 }
 
 function sameRun(previous: EvalResults, next: EvalResults): boolean {
@@ -74,6 +127,11 @@ export async function runEval(
   await mkdir(join(o.out, 'images'), { recursive: true });
   const resultsPath = join(o.out, 'results.json');
   const size = o.scene.width ?? bundle.defaultImageSize;
+  for (const [task, edits] of Object.entries(o.variants ?? {}) as [EvalTask, readonly EditTask[]][])
+    if (!edits.some((e) => worldTasksOf(task).includes(e)))
+      throw new UserError(
+        `task ${task} has no ${edits.join('/')} cases; its cases are ${worldTasksOf(task).join('/')}`,
+      );
   let results: EvalResults = {
     suiteVersion: SUITE_VERSION,
     model: bundle.dir,
@@ -82,9 +140,20 @@ export async function runEval(
     settings: {
       cases: o.cases,
       tasks: [...o.tasks],
-      imageSize: size,
+      // A dataset's images keep their own size (rounded to the model's multiple): the first case's stands for all.
+      imageSize: o.dataset?.cases[0]?.source.shape[3] ?? size,
       seed: o.seed,
       dataset: o.dataset?.name,
+      ...(o.variants
+        ? {
+            variants: Object.fromEntries(
+              Object.entries(o.variants).map(([task, edits]) => [task, [...edits]]),
+            ),
+          }
+        : {}),
+      ...(scorers.dift
+        ? { scoring: { dift: { tensor: scorers.dift.tensor, ...scorers.dift.settings } } }
+        : {}),
     },
     methods: o.methods.map(({ key, label, family, tasks, needs, settings }) => ({
       key,
@@ -119,22 +188,29 @@ export async function runEval(
   const done = new Set(results.records.map((r) => `${r.caseId}|${r.method}`));
   const scene = { ...o.scene, width: size, height: size };
   // The cases, lazily: EmojiWorld's are rendered when reached (a resumed run skips finished ones cheaply).
-  const slots: { task: EvalTask; id: string; k: number; load: () => Promise<EvalCase> }[] = o.dataset
+  // EmojiWorld's cases have every input a method can need; a dataset's have what its files hold.
+  const slots: {
+    task: EvalTask;
+    id: string;
+    k: number;
+    inputs: readonly MethodInput[];
+    load: () => Promise<EvalCase>;
+  }[] = o.dataset
     ? o.dataset.cases
         .filter((c) => o.tasks.includes(c.task))
         .slice(0, o.cases * o.tasks.length)
-        .map((c, k) => ({ task: c.task, id: c.id, k, load: async () => c }))
+        .map((c, k) => ({ task: c.task, id: c.id, k, inputs: caseInputs(c), load: async () => c }))
     : o.tasks.flatMap((task) =>
-        Array.from({ length: o.cases }, (_, k) => ({
+        suiteIndices(task, o.cases, o.variants?.[task]).map((k) => ({
           task,
           id: `${task}-${k}`,
           k,
+          inputs: ALL_INPUTS,
           load: () => evalCase(task, k, scene),
         })),
       );
-  const applicable = (slot: { task: EvalTask; id: string }, m: EvalMethod) =>
-    m.tasks.includes(slot.task) &&
-    !(o.dataset !== undefined && (m.needs.includes('drag points') || m.needs.includes('ground truth')));
+  const applicable = (slot: (typeof slots)[number], m: EvalMethod) =>
+    m.tasks.includes(slot.task) && m.needs.every((need) => slot.inputs.includes(need));
   const total = slots.reduce((n, slot) => n + o.methods.filter((m) => applicable(slot, m)).length, 0);
   let finished = slots.reduce(
     (n, slot) => n + o.methods.filter((m) => applicable(slot, m) && done.has(`${slot.id}|${m.key}`)).length,
@@ -156,17 +232,19 @@ export async function runEval(
       const already = done.has(`${c.id}|${method.key}`);
       if (already && !wantExample) continue;
       const t = performance.now();
-      const image = await method.run(bundle, c, o.seed + slot.k);
+      const output = await method.run(bundle, c, o.seed + slot.k);
       const seconds = (performance.now() - t) / 1000;
-      // The ground-truth row's image is the ground-truth column already.
-      if (method.family !== 'reference') images.push(image);
+      // The reference rows' images are the input and ground-truth columns already.
+      if (method.family !== 'reference') images.push(output.image);
       if (already) continue;
+      const { scores, details } = await scoreEdit(scorers, c, output, seconds);
       results.records.push({
         caseId: c.id,
         task: slot.task,
         method: method.key,
         instruction: c.instruction,
-        scores: await scoreEdit(scorers, c, image, seconds),
+        scores,
+        ...(Object.keys(details).length > 0 ? { details } : {}),
       });
       done.add(`${c.id}|${method.key}`);
       o.onProgress?.(++finished, total, `${slot.task} · ${method.label}`);

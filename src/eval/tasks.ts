@@ -76,13 +76,25 @@ export interface EvalCase {
   targetScene?: Scene;
   /** For action: handle → target points. */
   drag?: DragPoints;
+  /** Which objects the edit changes: indices into the source and the target scene's objects (EmojiWorld only). */
+  changedObjects?: { source: readonly number[]; target: readonly number[] };
+}
+
+/** The EmojiWorld edit behind case k of `task` (action alternates move and resize): known without rendering. */
+export function suiteWorldTask(task: EvalTask, k: number): EditTask {
+  const worldTasks = WORLD_TASK[task];
+  return worldTasks[k % worldTasks.length];
+}
+
+/** The EmojiWorld edits a task's cases can be. */
+export function worldTasksOf(task: EvalTask): readonly EditTask[] {
+  return WORLD_TASK[task];
 }
 
 /** Case k of `task` (k from 0), at the given scene options (the model's subset and size). */
 export async function evalCase(task: EvalTask, k: number, scene: SampleSceneOptions): Promise<EvalCase> {
   const seed = splitSeed('heldout', SUITE_OFFSETS[task] + k);
-  const worldTasks = WORLD_TASK[task];
-  const worldTask = worldTasks[k % worldTasks.length];
+  const worldTask = suiteWorldTask(task, k);
   const edit = await sampleEdit(
     applicableScene(seed, worldTask, scene),
     worldTask,
@@ -110,5 +122,6 @@ export async function evalCase(task: EvalTask, k: number, scene: SampleSceneOpti
     sourceScene: edit.source,
     targetScene: edit.target,
     drag: edit.drag,
+    changedObjects: edit.changed,
   };
 }

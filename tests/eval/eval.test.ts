@@ -130,6 +130,18 @@ describe('runEval', () => {
       const truth = results.records.find((r) => r.caseId === 'background-0' && r.method === 'ground-truth')!;
       expect(truth.scores.fidelityPsnr).toBe(Infinity);
       expect(truth.scores.success).toBe(1);
+      // DragBench's measures on the action case (no DIFT matcher given here: that Mean Distance is n/a); none on
+      // a case without drag points
+      const drag = results.records.find((r) => r.method === 'dragdiffusion')!;
+      expect(Number.isFinite(drag.scores.judgeMeanDistance)).toBe(true);
+      expect(Number.isFinite(drag.scores.spriteDistance)).toBe(true);
+      expect(drag.scores.imageFidelity).toBeLessThan(1);
+      expect(Number.isNaN(drag.scores.meanDistance)).toBe(true);
+      expect(drag.details?.pointDistances?.judge.length).toBeGreaterThan(0);
+      expect(drag.details?.pointDistances?.dift).toEqual([]);
+      const sdedit = results.records.find((r) => r.method === 'sdedit-0.6')!;
+      expect(Number.isNaN(sdedit.scores.spriteDistance)).toBe(true);
+      expect(sdedit.details).toBeUndefined();
       const summary = summarize(results);
       expect(summary['sdedit-0.6'].action).toBeUndefined(); // n/a, not zero
       expect(Number.isFinite(summary['sdedit-0.6'].background!.preservationPsnr)).toBe(true);

@@ -32,6 +32,14 @@ const scores = (success: number, psnr: number) => ({
   clipScore: 0.3,
   directionalClip: 0.2,
   lmmScore: NaN,
+  maskIoU: NaN,
+  meanDistance: NaN,
+  judgeMeanDistance: NaN,
+  spriteDistance: NaN,
+  imageFidelity: NaN,
+  clipSimilarity: NaN,
+  dragReached: NaN,
+  dragIterations: NaN,
   seconds: 0.5,
 });
 

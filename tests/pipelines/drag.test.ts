@@ -765,7 +765,7 @@ describe('benchmark measures', () => {
 
   it('DIFT matching finds a point in its own image; template matching finds the moved sprite', async () => {
     const { DiftFeaturizer, matchPoints } = await import('../../src/pipelines/drag/index.js');
-    const { locateSprite } = await import('../../src/bench/drag.js');
+    const { locateSprite } = await import('../../src/eval/drag_metrics.js');
     const { applicableScene, renderScene, sampleEdit, splitSeed } = await import('../../src/world/index.js');
     const { rgb8ToTensor } = await import('../../src/image/io.js');
     const dift = await DiftFeaturizer.create(bundle, { ensemble: 2, intraOpNumThreads: 1 });
@@ -814,7 +814,7 @@ describe('DragDiffusion on the bundled EmojiWorld model', () => {
       await import('../../src/world/index.js');
     const world = bundledWorldSubset().scene;
     const { rgb8ToTensor } = await import('../../src/image/io.js');
-    const { locateSprite } = await import('../../src/bench/drag.js');
+    const { locateSprite } = await import('../../src/eval/drag_metrics.js');
     const emoji = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
     try {
       const { UserError } = await import('../../src/util/errors.js');

@@ -1,8 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import ort from 'onnxruntime-node';
 import { pieBenchEvalCases } from '../../eval/datasets.js';
 import type { ModelProto } from '../../autodiff/index.js';
 import { LmmScorer } from '../../eval/lmm.js';
@@ -10,14 +8,19 @@ import { loadDeltas } from '../../pipelines/diffusion_clip/edit.js';
 import { evalMethods } from '../../eval/methods.js';
 import { runEval } from '../../eval/run.js';
 import { summarize } from '../../eval/report.js';
+import { loadScorers, runVersions } from '../../eval/setup.js';
 import { EVAL_TASKS, type EvalTask } from '../../eval/tasks.js';
-import { PerceptualDistance } from '../../metrics/perceptual.js';
-import { ClipModel } from '../../models/clip.js';
-import { EmojiJudge } from '../../models/judge.js';
 import { UserError } from '../../util/errors.js';
 import { modelWorldSubset } from '../../world/subsets.js';
 import { createProgress, shouldShowProgress } from '../progress.js';
-import { addRuntimeOptions, parseInteger, parseNumber, type RuntimeOptions } from '../options.js';
+import {
+  addRuntimeOptions,
+  parseFraction,
+  parseInteger,
+  parseList,
+  parseNumber,
+  type RuntimeOptions,
+} from '../options.js';
 import { report, withBundle } from '../run_context.js';
 
 interface EvalCliOptions extends RuntimeOptions {
@@ -44,29 +47,10 @@ interface EvalCliOptions extends RuntimeOptions {
   diffusionClip?: [EvalTask, string][];
 }
 
-function list<T>(parse: (v: string) => T) {
-  return (value: string): T[] => value.split(',').map((v) => parse(v.trim()));
-}
-
-function fraction(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!(n > 0 && n <= 1)) throw new InvalidArgumentError(`${name}: ${v} is not in (0, 1]`);
-    return n;
-  };
-}
-
 function task(v: string): EvalTask {
   if (!(EVAL_TASKS as readonly string[]).includes(v))
     throw new InvalidArgumentError(`unknown task '${v}'; use ${EVAL_TASKS.join(', ')}`);
   return v as EvalTask;
-}
-
-function packageVersion(): string {
-  const path = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'package.json');
-  return existsSync(path)
-    ? String((JSON.parse(readFileSync(path, 'utf8')) as { version?: string }).version)
-    : 'unknown';
 }
 
 export function evalCommand(): Command {
@@ -76,11 +60,13 @@ export function evalCommand(): Command {
     )
     .requiredOption('--report <dir>', 'where report.html, results.json, results.csv and summary.md go')
     .option('--cases <n>', 'held-out cases per task', parseInteger('--cases', 1, 1000), 20)
-    .option('--tasks <list>', `tasks (default all: ${EVAL_TASKS.join(',')})`, list(task), [...EVAL_TASKS])
+    .option('--tasks <list>', `tasks (default all: ${EVAL_TASKS.join(',')})`, parseList(task), [
+      ...EVAL_TASKS,
+    ])
     .option(
       '--methods <list>',
       'method keys to run (default all), e.g. sdedit-0.6,diffedit-0.5,inpaint-gt,dragdiffusion',
-      list(String),
+      parseList(String),
     )
     .option(
       '--steps <n>',
@@ -89,8 +75,8 @@ export function evalCommand(): Command {
       25,
     )
     .option('--guidance <scale>', 'classifier-free guidance', parseNumber('--guidance', 0, 100), 5)
-    .option('--strengths <list>', 'SDEdit strengths', list(fraction('--strengths')), [0.6])
-    .option('--ratios <list>', 'DiffEdit encoding ratios r', list(fraction('--ratios')), [0.5])
+    .option('--strengths <list>', 'SDEdit strengths', parseList(parseFraction('--strengths')), [0.6])
+    .option('--ratios <list>', 'DiffEdit encoding ratios r', parseList(parseFraction('--ratios')), [0.5])
     .option(
       '--drag-lora-steps <n>',
       'DragDiffusion LoRA steps',
@@ -119,7 +105,7 @@ export function evalCommand(): Command {
       '--lmm-key-env <var>',
       'environment variable holding the API key (default OPENAI_API_KEY, if set)',
     )
-    .option('--lmm-weights <list>', 'weights of accuracy, preservation, quality, realism', list(Number))
+    .option('--lmm-weights <list>', 'weights of accuracy, preservation, quality, realism', parseList(Number))
     .option(
       '--diffusion-clip <task=delta>',
       'add DiffusionCLIP on a task with a delta from clip-finetune (repeatable), e.g. background=snow.safetensors',
@@ -161,21 +147,11 @@ export function evalCommand(): Command {
     const keys = methods()
       .map((m) => m.key)
       .concat(options.diffusionClip ? ['diffusionclip'] : []);
+    if (options.tasks.length === 0) throw new UserError('--tasks: give at least one task');
     const unknown = (options.methods ?? []).filter((k) => !keys.includes(k));
     if (unknown.length > 0)
       throw new UserError(`--methods: unknown ${unknown.join(', ')}; available: ${keys.join(', ')}`);
     const { result, seconds, device, model } = await withBundle(options, 'eval', async (bundle) => {
-      const beside = (name: string) => join(dirname(bundle.dir), name);
-      const judgeDir = options.judge ?? beside('emoji-judge');
-      const clipDir = options.clip ?? beside('emoji-clip');
-      for (const [flag, dir] of [
-        ['--judge', judgeDir],
-        ['--clip', clipDir],
-      ] as const)
-        if (!existsSync(dir)) throw new UserError(`no ${flag.slice(2)} model at '${dir}'; give ${flag} DIR`);
-      const judge = await EmojiJudge.load(judgeDir, bundle.device);
-      const clip = await ClipModel.load(clipDir, { device: bundle.device });
-      const perceptual = await PerceptualDistance.fromJudge(judgeDir, bundle.device);
       const dataset = options.dataset
         ? { name: options.dataset, cases: await pieBenchEvalCases(options.dataset, bundle.defaultImageSize) }
         : undefined;
@@ -184,45 +160,45 @@ export function evalCommand(): Command {
       const deltas: Partial<Record<EvalTask, ModelProto>> = {};
       for (const [t, path] of options.diffusionClip ?? [])
         deltas[t] = (await loadDeltas(bundle, [{ path, weight: 1 }]))[0].unet;
+      const beside = (name: string) => join(dirname(bundle.dir), name);
+      const scorers = await loadScorers(bundle, {
+        judge: { dir: options.judge ?? beside('emoji-judge'), flag: '--judge' },
+        clip: { dir: options.clip ?? beside('emoji-clip'), flag: '--clip' },
+        // DragBench's Mean Distance on the action task (its cases have drag points)
+        dift: options.tasks.includes('action') ? { intraOpNumThreads: options.threads } : undefined,
+        lmm,
+      });
       const all = methods(deltas);
       const chosen = options.methods ? all.filter((m) => options.methods!.includes(m.key)) : all;
       const progress = createProgress({ enabled: shouldShowProgress(options.json), label: 'eval' });
       let started = false;
       try {
-        return await runEval(
-          bundle,
-          { judge, clip, perceptual, lmm },
-          {
-            tasks: options.tasks,
-            cases: options.cases,
-            methods: chosen,
-            scene: {
-              ...modelWorldSubset(bundle.dir).scene,
-              width: bundle.defaultImageSize,
-              height: bundle.defaultImageSize,
-            },
-            out: options.report,
-            seed: options.seed,
-            examples: options.examples,
-            resume: options.resume,
-            versions: {
-              editkit: packageVersion(),
-              'onnxruntime-node': String(ort.env.versions.common ?? 'unknown'),
-              node: process.version,
-            },
-            onProgress: (done, total) => {
-              if (!started) {
-                progress.stage('eval', total);
-                started = true;
-                for (let i = 0; i < done; i++) progress.tick();
-              } else progress.tick();
-            },
-            log: (line) => process.stderr.write(`${line}\n`),
+        return await runEval(bundle, scorers, {
+          tasks: options.tasks,
+          cases: options.cases,
+          methods: chosen,
+          scene: {
+            ...modelWorldSubset(bundle.dir).scene,
+            width: bundle.defaultImageSize,
+            height: bundle.defaultImageSize,
           },
-        );
+          out: options.report,
+          seed: options.seed,
+          examples: options.examples,
+          resume: options.resume,
+          versions: runVersions(),
+          onProgress: (done, total) => {
+            if (!started) {
+              progress.stage('eval', total);
+              started = true;
+              for (let i = 0; i < done; i++) progress.tick();
+            } else progress.tick();
+          },
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
       } finally {
         progress.stop();
-        await Promise.all([judge.release(), clip.release(), perceptual.release()]);
+        await scorers.release();
       }
     });
     const summary = summarize(result);

@@ -66,6 +66,11 @@ export class DiftFeaturizer {
     });
   }
 
+  /** The noise level and ensemble size, for reports. */
+  get settings(): { timestep: number; ensemble: number } {
+    return { timestep: this.options.timestep, ensemble: this.options.ensemble };
+  }
+
   /** Features of an image ([1, 3, H, W] in [-1, 1]) upsampled to [1, C, H, W]. */
   async features(image: NDArray, prompt: string): Promise<NDArray> {
     const { timestep, ensemble, seed } = this.options;
