@@ -5,24 +5,22 @@
  * peak memory is per device and one provider's allocations do not colour another's timings.
  */
 import { fork } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { bundledModelDir } from '../cli/options.js';
 import { StableDiffusionBundle } from '../models/bundle.js';
-import { EmojiJudge } from '../models/judge.js';
-import { PerceptualDistance } from '../metrics/perceptual.js';
-import { parseDevice, probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
+import { probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { relativeDifference, runOnDevice } from './device_parity.js';
 import { diffusionClipBenchMain } from './diffusion_clip.js';
+import { diffEditBenchMain } from './diffedit.js';
 import { dragBenchMain } from './drag.js';
 import { serveLoadMain } from './serve_load.js';
 import { vsTorchMain } from './vs_torch.js';
-import { benchDiffEdit } from './diffedit.js';
 import { benchPipeline, type PipelineBenchResult } from './pipeline.js';
-import { resolveWorldSubset } from '../world/subsets.js';
+import { UserError } from '../util/errors.js';
 
 const FIXTURE_MODEL = join(
   fileURLToPath(new URL('.', import.meta.url)),
@@ -78,60 +76,6 @@ function measureInChild<T>(request: WorkerRequest): Promise<T | { error: string 
         });
     });
   });
-}
-
-async function diffEditMain(argv: string[]): Promise<void> {
-  const program = new Command('bench diffedit')
-    .option('--model <dir>', 'model bundle (default: the bundled model)')
-    .option('--judge <dir>', 'judge model (default: models/emoji-judge next to the bundled model)')
-    .option('--device <name>', 'cpu|webgpu|cuda|auto', 'auto')
-    .option('--cases <n>', 'held-out edits', '200')
-    .option('--steps <n>', 'DDIM steps', '50')
-    .option('--seed <n>', 'offset into the held-out seeds', '0')
-    .option('--examples <n>', 'example pictures to save', '8')
-    .option('--subset <name>', 'EmojiWorld subset of the scenes (default: the one the model was trained on)')
-    .option('--out <dir>', 'where results.{md,json} and the plots go', 'bench-results/diffedit');
-  program.parse(argv, { from: 'user' });
-  const opts = program.opts<{
-    model?: string;
-    judge?: string;
-    device: string;
-    cases: string;
-    steps: string;
-    seed: string;
-    examples: string;
-    subset?: string;
-    out: string;
-  }>();
-  const model = opts.model ?? defaultModel();
-  const subset = resolveWorldSubset(opts.subset, model);
-  const bundle = await StableDiffusionBundle.load(model, { device: parseDevice(opts.device) });
-  const judgeDir = opts.judge ?? join(bundledModelDir(), '..', 'emoji-judge');
-  const judge = existsSync(join(judgeDir, 'model.onnx'))
-    ? await EmojiJudge.load(judgeDir, bundle.device)
-    : undefined;
-  if (!judge)
-    console.log(`no judge at ${judgeDir}: edit success and the LPIPS-style distance are not measured`);
-  const perceptual = judge ? await PerceptualDistance.fromJudge(judgeDir, bundle.device) : undefined;
-  const report = await benchDiffEdit(bundle, judge, perceptual, {
-    cases: Number(opts.cases),
-    steps: Number(opts.steps),
-    seed: Number(opts.seed),
-    out: opts.out,
-    examples: Number(opts.examples),
-    scene: subset.scene,
-    rSweep: [0.5, 0.6, 0.7, 0.8, 0.9],
-    strengthSweep: [0.3, 0.5, 0.7, 0.9],
-    thresholds: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-    log: (line) => process.stderr.write(`${line}\n`),
-  });
-  console.log(`model: ${bundle.dir} (${bundle.device})`);
-  console.log(readFileSync(join(opts.out, 'results.md'), 'utf8'));
-  console.log(`plots: ${join(opts.out, 'tradeoff.png')}, ${join(opts.out, 'threshold.png')}`);
-  void report;
-  await bundle.release();
-  await judge?.release();
-  await perceptual?.release();
 }
 
 async function autodiffMain(argv: string[]): Promise<void> {
@@ -265,7 +209,10 @@ async function benchMain(argv: string[]): Promise<void> {
     await dragBenchMain(argv.slice(1), defaultModel());
     return;
   }
-  if (argv[0] === 'diffedit') return diffEditMain(argv.slice(1));
+  if (argv[0] === 'diffedit') {
+    await diffEditBenchMain(argv.slice(1), defaultModel());
+    return;
+  }
   if (argv[0] === 'vs-torch') return vsTorchMain(argv.slice(1));
   if (argv[0] === 'serve-load') return serveLoadMain(argv.slice(1), defaultModel());
   if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
@@ -344,4 +291,15 @@ async function benchMain(argv: string[]): Promise<void> {
 
 const workerIndex = process.argv.indexOf('--worker');
 if (workerIndex >= 0) await runWorker(JSON.parse(process.argv[workerIndex + 1]) as WorkerRequest);
-else await benchMain(process.argv.slice(2));
+else
+  await benchMain(process.argv.slice(2)).catch((error: unknown) => {
+    // Commander has printed its own one-line message (or the help) already.
+    if (error instanceof CommanderError) {
+      process.exitCode = error.exitCode;
+      return;
+    }
+    // A mistake in the flags or inputs: one line, exit 2 (as the editkit command does); anything else is a bug.
+    if (!(error instanceof UserError)) throw error;
+    process.stderr.write(`bench: ${error.message}\n`);
+    process.exitCode = 2;
+  });

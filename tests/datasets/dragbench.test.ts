@@ -7,7 +7,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { benchDrag } from '../../src/bench/drag.js';
+import { dragBenchMain } from '../../src/bench/drag.js';
 import {
   findDragBenchCases,
   readDragBench,
@@ -15,9 +15,6 @@ import {
   writeDragBenchCase,
 } from '../../src/datasets/dragbench.js';
 import { exportDragBench } from '../../src/datasets/world_export.js';
-import { PerceptualDistance } from '../../src/metrics/perceptual.js';
-import { StableDiffusionBundle } from '../../src/models/bundle.js';
-import { ClipModel } from '../../src/models/clip.js';
 import { NDArray } from '../../src/runtime/ndarray.js';
 import { UserError } from '../../src/util/errors.js';
 import { NumpyArray, writePickle } from '../../src/util/pickle.js';
@@ -165,7 +162,7 @@ describe('DragBench reader', () => {
 });
 
 describe('bench drag --dataset', () => {
-  it('runs DragDiffusion on each case of a DragBench folder and scores it without ground truth', async () => {
+  it('runs DragDiffusion on each case of a DragBench folder through the eval suite and scores it without ground truth', async () => {
     const out = join(scratch, 'bench-dataset');
     const data = join(scratch, 'bench-data');
     await exportDragBench(data, {
@@ -175,48 +172,40 @@ describe('bench drag --dataset', () => {
       tasks: ['move'],
       scene: { ...bundledWorldSubset().scene, width: 64, height: 64 },
     });
-    const bundle = await StableDiffusionBundle.load(EMOJI_LDM, { device: 'cpu' });
-    const perceptual = await PerceptualDistance.fromJudge(join(EMOJI_LDM, '..', 'emoji-judge'));
-    const clip = await ClipModel.load(join(EMOJI_LDM, '..', 'emoji-clip'), { imageOnly: true });
-    try {
-      const report = await benchDrag(bundle, {
-        cases: 5,
-        seed: 0,
-        tasks: ['move'],
-        dataset: data,
-        loraSteps: 2,
-        dragSteps: 3,
-        steps: 10,
-        diftEnsemble: 1,
-        examples: 1,
-        perceptual,
-        clip,
-        out,
-        threads: 1,
-        log: () => undefined,
-      });
-      expect(report.source).toContain('DragBench layout');
-      expect(report.cases).toBe(findDragBenchCases(data).length);
-      expect(report.perCase.every((c) => c.task === 'dataset')).toBe(true);
-      const drag = report.rows[1].metrics;
-      expect(Number.isFinite(drag.meanDistance)).toBe(true);
-      expect(Number.isNaN(drag.gtDistance)).toBe(true); // no ground truth is read from the layout
-      expect(drag.maeFidelity).toBeGreaterThan(0.5);
-      const settings = report.settings as { dift: { tensor: string; supervisedTensor: string } };
-      expect(settings.dift.tensor).not.toBe(settings.dift.supervisedTensor);
-      // the second network and CLIP: the input scores itself perfectly, the result less so
-      const input = report.rows[0].metrics;
-      expect(input.clipSimilarity).toBeCloseTo(1, 5);
-      expect(input.imageFidelity).toBeCloseTo(1, 5);
-      expect(drag.clipSimilarity).toBeLessThan(1);
-      expect(drag.clipSimilarity).toBeGreaterThan(0.5);
-      expect(Number.isFinite(drag.judgeMeanDistance)).toBe(true);
-      expect(report.rows[0].metrics.judgeMeanDistance).toBeGreaterThan(0);
-      expect((report.settings.secondNetwork as { layers: string[] }).layers.length).toBeGreaterThan(0);
-    } finally {
-      await bundle.release();
-      await perceptual.release();
-      await clip.release();
-    }
+    let printed = '';
+    const { results, summary } = await dragBenchMain(
+      [
+        ...['--model', EMOJI_LDM, '--device', 'cpu', '--threads', '1', '--dataset', data, '--cases', '5'],
+        ...['--lora-steps', '2', '--drag-steps', '3', '--steps', '10', '--dift-ensemble', '1'],
+        ...['--examples', '1', '--out', out],
+      ],
+      EMOJI_LDM,
+      (text) => (printed += text),
+    );
+    expect(results.settings.dataset).toBe(data);
+    expect(printed).toContain(`cases of the DragBench folder ${data}`);
+    const caseIds = new Set(results.records.map((r) => r.caseId));
+    expect(caseIds.size).toBe(findDragBenchCases(data).length);
+    // no ground truth is read from the layout: the ground-truth row is n/a, the sprite distance and success NaN
+    expect(results.records.map((r) => r.method).sort()).toEqual([
+      'dragdiffusion',
+      'dragdiffusion',
+      'input',
+      'input',
+    ]);
+    const drag = summary.dragdiffusion.action!;
+    expect(Number.isFinite(drag.meanDistance)).toBe(true);
+    expect(Number.isNaN(drag.spriteDistance)).toBe(true);
+    expect(Number.isNaN(drag.success)).toBe(true);
+    const scoring = results.settings.scoring as { dift: { tensor: string } };
+    expect(scoring.dift.tensor).toBe('up_block_2_output'); // not the supervised up_block_1_output
+    // the second network and CLIP: the input scores itself perfectly, the result less so
+    const input = summary.input.action!;
+    expect(input.clipSimilarity).toBeCloseTo(1, 5);
+    expect(input.imageFidelity).toBeCloseTo(1, 5);
+    expect(drag.clipSimilarity).toBeLessThan(1);
+    expect(drag.clipSimilarity).toBeGreaterThan(0.5);
+    expect(Number.isFinite(drag.judgeMeanDistance)).toBe(true);
+    expect(input.judgeMeanDistance).toBeGreaterThan(0);
   });
 });
