@@ -5,7 +5,8 @@
 #   bash scripts/models/install_trained.sh /tmp/run/models [DIFFEDIT_CASES] [DRAG_CASES]
 #
 # Writes models/{emoji-ldm,emoji-clip,emoji-judge,README.md}, tests/fixtures/autodiff/bundled/, and
-# bench-results/{diffedit,drag}/ (results.json/md, plots, examples; not committed).
+# bench-results/{diffedit,drag}/ (the eval suite's report of each bench view: results.json/csv, summary.json/md,
+# report.html, results.md, plots, images; not committed).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=${1:?usage: install_trained.sh TRAINED_MODELS_DIR [DIFFEDIT_CASES] [DRAG_CASES]}
@@ -25,4 +26,4 @@ npm run --silent build
 node dist/bench/main.js diffedit --cases "$diffedit_cases" --steps 50 --out bench-results/diffedit
 node dist/bench/main.js drag --cases "$drag_cases" --tasks move --out bench-results/drag
 /usr/bin/python3 training/emoji/model_card.py --models models \
-  --diffedit bench-results/diffedit/results.json --drag bench-results/drag/results.json
+  --diffedit bench-results/diffedit/summary.json --drag bench-results/drag/summary.json

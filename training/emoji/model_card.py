@@ -1,11 +1,11 @@
 """Writes models/README.md, the model card of the bundled models, from what was measured.
 
     /usr/bin/python3 training/emoji/model_card.py --models models/ \
-        [--diffedit bench-results/diffedit/results.json] [--drag bench-results/drag/results.json]
+        [--diffedit bench-results/diffedit/summary.json] [--drag bench-results/drag/summary.json]
 
 Inputs: `emoji-ldm/editkit_training.json` (the training run's summary: config, stage times, held-out metrics, ONNX
-checks, sizes), the judge's `labels.json`, and optionally the JSON reports of `npm run bench -- diffedit` and
-`npm run bench -- drag` on the same models. `train_all.py` calls it after the export (without bench reports);
+checks, sizes), the judge's `labels.json`, and optionally the `summary.json` of `npm run bench -- diffedit` and of
+`npm run bench -- drag` on the same models (both are views of `editkit eval`; summary.json holds its means). `train_all.py` calls it after the export (without bench reports);
 run it again once the benches have run. Every number in the card comes from those files: nothing is typed in.
 """
 
@@ -96,45 +96,80 @@ def quality_rows(s: dict, diffedit: Optional[dict], drag: Optional[dict]) -> lis
          None if not clip else clip["image_to_text_top1"] >= BARS["clip_top1"]),
     ]
     if diffedit:
-        by = {r["method"]: r for r in diffedit["rows"]}
-        for d in [r for r in diffedit["rows"] if r["family"] == "diffedit" and r.get("parameter") in (0.5, 0.8)]:
-            default = " (the default r)" if d.get("parameter") == 0.8 else ""
-            rows += [
-                (f"`bench diffedit`, {diffedit['cases']} held-out replace edits, {diffedit.get('steps')} steps: "
-                 f"{d['method']}{default}: mask IoU", f"{d['maskIoU']:.3f}", "≥ 0.5", d["maskIoU"] >= BARS["diffedit_iou"]),
-                (f"same, {d['method']}: edit success (judge)", _pct(d.get("success")), "≥ 70%",
-                 None if d.get("success") is None else d["success"] >= BARS["diffedit_success"]),
-                (f"same, {d['method']}: background PSNR outside the ground-truth region", _db(d["backgroundPsnr"]),
-                 "≥ 28 dB", d["backgroundPsnr"] >= BARS["diffedit_background_psnr"]),
-            ]
-        de = [r for r in diffedit["rows"] if r["family"] == "diffedit" and r.get("success") is not None]
-        sd = [r for r in diffedit["rows"] if r["family"] == "sdedit" and r.get("success") is not None]
-        if de and sd:
-            # "DiffEdit above SDEdit on the success-vs-preservation curve": no SDEdit setting beats a DiffEdit setting
-            # on both axes (DiffEdit's curve is on the Pareto front), and SDEdit settings beaten on both axes.
-            beats = lambda a, b: a["success"] >= b["success"] and a["backgroundPsnr"] >= b["backgroundPsnr"]
-            de_dominated = sum(any(beats(b, a) for b in sd) for a in de)
-            sd_dominated = [b["method"] for b in sd if any(beats(a, b) for a in de)]
-            lo, hi = min(r["backgroundPsnr"] for r in de), max(r["backgroundPsnr"] for r in de)
-            rows.append((
-                "same: DiffEdit (r 0.5–0.9) vs SDEdit (strength 0.3–0.9) on success vs background PSNR",
-                f"no DiffEdit setting beaten by an SDEdit one: {len(de) - de_dominated} of {len(de)}; SDEdit settings "
-                f"beaten on both axes: {len(sd_dominated)} of {len(sd)} ({', '.join(sd_dominated) or 'none'}); DiffEdit "
-                f"spans {lo:.1f}–{hi:.1f} dB", "DiffEdit above SDEdit", de_dominated == 0 and len(sd_dominated) > 0))
+        rows += diffedit_rows(diffedit)
     if drag:
-        inp, dr = drag["rows"][0]["metrics"], drag["rows"][1]["metrics"]
-        rows += [
-            (f"`bench drag`, {drag['cases']} held-out move edits: Mean Distance (DIFT) input → result",
-             f"{inp['meanDistance']:.2f} → {dr['meanDistance']:.2f} px (cut by {_pct(drag['reduction']['meanDistance'])})",
-             "cut ≥ 50%", drag["reduction"]["meanDistance"] >= BARS["drag_md_reduction"]),
-            ("same: the moved sprite's centre to its true position (template matching, no network involved)",
-             f"{inp['gtDistance']:.2f} → {dr['gtDistance']:.2f} px (cut by {_pct(drag['reduction']['gtDistance'])}); "
-             f"handles reached in {_pct(drag.get('reachedFraction'))} of cases", "–", None),
-            ("same: Image Fidelity 1 − LPIPS-style (judge features), whole image",
-             "–" if dr.get("imageFidelity") is None else f"{dr['imageFidelity']:.3f}", "≥ 0.85",
-             None if dr.get("imageFidelity") is None else dr["imageFidelity"] >= BARS["drag_if"]),
-        ]
+        rows += drag_rows(drag)
     return rows
+
+
+def _view(summary: dict, task: str) -> tuple:
+    """The methods of a bench view's summary.json (`bench diffedit`/`bench drag` are views of `editkit eval`) that
+    ran on `task`, each with its mean scores on it, and the number of edits behind them."""
+    rows = []
+    for m in summary["methods"]:
+        means = summary["summary"].get(m["key"], {}).get(task)
+        if means is not None:
+            rows.append({**m, "means": means, "edits": summary["edits"][m["key"]][task]})
+    return rows
+
+
+def diffedit_rows(summary: dict) -> list:
+    task = "replace" if "replace" in summary["settings"]["tasks"] else summary["settings"]["tasks"][0]
+    methods = _view(summary, task)
+    de = [m for m in methods if m["family"] == "DiffEdit"]
+    sd = [m for m in methods if m["family"] == "SDEdit"]
+    head = (f"`bench diffedit` (eval suite v{summary['suiteVersion']}), {de[0]['edits'] if de else 0} held-out {task} "
+            f"cases, {de[0]['settings'].get('steps') if de else '?'} steps")
+    rows = []
+    for d in [m for m in de if m["settings"].get("r") in (0.5, 0.8)]:
+        r, mean = d["settings"]["r"], d["means"]
+        default = " (the default r)" if r == 0.8 else ""
+        rows += [
+            (f"{head}: DiffEdit r={r}{default}: mask IoU with the changed region", f"{mean['maskIoU']:.3f}", "≥ 0.5",
+             mean["maskIoU"] >= BARS["diffedit_iou"]),
+            (f"same, DiffEdit r={r}: edit success (judge)", _pct(mean.get("success")), "≥ 70%",
+             None if mean.get("success") is None else mean["success"] >= BARS["diffedit_success"]),
+            (f"same, DiffEdit r={r}: background PSNR outside the ground-truth region", _db(mean["preservationPsnr"]),
+             "≥ 28 dB", mean["preservationPsnr"] >= BARS["diffedit_background_psnr"]),
+        ]
+    de = [m for m in de if m["means"].get("success") is not None]
+    sd = [m for m in sd if m["means"].get("success") is not None]
+    if de and sd:
+        # "DiffEdit above SDEdit on the success-vs-preservation curve": no SDEdit setting beats a DiffEdit setting on
+        # both axes (DiffEdit's curve is on the Pareto front), and SDEdit settings beaten on both axes.
+        beats = lambda a, b: (a["means"]["success"] >= b["means"]["success"]
+                              and a["means"]["preservationPsnr"] >= b["means"]["preservationPsnr"])
+        de_dominated = sum(any(beats(b, a) for b in sd) for a in de)
+        sd_dominated = [f"SDEdit s={b['settings']['strength']}" for b in sd if any(beats(a, b) for a in de)]
+        psnrs = [m["means"]["preservationPsnr"] for m in de]
+        span = lambda ms, key: f"{min(m['settings'][key] for m in ms):g}–{max(m['settings'][key] for m in ms):g}"
+        rows.append((
+            f"same: DiffEdit (r {span(de, 'r')}) vs SDEdit (strength {span(sd, 'strength')}) on success vs "
+            "background PSNR",
+            f"no DiffEdit setting beaten by an SDEdit one: {len(de) - de_dominated} of {len(de)}; SDEdit settings "
+            f"beaten on both axes: {len(sd_dominated)} of {len(sd)} ({', '.join(sd_dominated) or 'none'}); DiffEdit "
+            f"spans {min(psnrs):.1f}–{max(psnrs):.1f} dB", "DiffEdit above SDEdit", de_dominated == 0 and len(sd_dominated) > 0))
+    return rows
+
+
+def drag_rows(summary: dict) -> list:
+    by = {m["key"]: m for m in _view(summary, "action")}
+    inp, dr = by["input"]["means"], by["dragdiffusion"]["means"]
+    cut = lambda key: None if not inp.get(key) or dr.get(key) is None else 1 - dr[key] / inp[key]
+    kinds = "/".join((summary["settings"].get("variants") or {}).get("action") or ["move", "resize"])
+    md_cut = cut("meanDistance")
+    return [
+        (f"`bench drag` (eval suite v{summary['suiteVersion']}), {by['dragdiffusion']['edits']} held-out {kinds} "
+         "cases: Mean Distance (DIFT) input → result",
+         f"{inp['meanDistance']:.2f} → {dr['meanDistance']:.2f} px (cut by {_pct(md_cut)})",
+         "cut ≥ 50%", None if md_cut is None else md_cut >= BARS["drag_md_reduction"]),
+        ("same: the moved sprite's centre to its true position (template matching, no network involved)",
+         f"{inp['spriteDistance']:.2f} → {dr['spriteDistance']:.2f} px (cut by {_pct(cut('spriteDistance'))}); "
+         f"handles reached in {_pct(dr.get('dragReached'))} of cases", "–", None),
+        ("same: Image Fidelity 1 − LPIPS-style (judge features), whole image",
+         "–" if dr.get("imageFidelity") is None else f"{dr['imageFidelity']:.3f}", "≥ 0.85",
+         None if dr.get("imageFidelity") is None else dr["imageFidelity"] >= BARS["drag_if"]),
+    ]
 
 
 def render(models_dir: str, diffedit: Optional[dict] = None, drag: Optional[dict] = None,
@@ -284,10 +319,15 @@ def render(models_dir: str, diffedit: Optional[dict] = None, drag: Optional[dict
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=os.path.join(os.path.dirname(__file__), "..", "..", "models"))
-    ap.add_argument("--diffedit", help="results.json of `npm run bench -- diffedit`")
-    ap.add_argument("--drag", help="results.json of `npm run bench -- drag`")
+    ap.add_argument("--diffedit", help="summary.json of `npm run bench -- diffedit`")
+    ap.add_argument("--drag", help="summary.json of `npm run bench -- drag`")
     args = ap.parse_args(argv)
-    text = render(args.models, _read(args.diffedit), _read(args.drag))
+    views = {flag: _read(path) for flag, path in (("--diffedit", args.diffedit), ("--drag", args.drag))}
+    for flag, view in views.items():
+        if view is not None and "summary" not in view:
+            raise SystemExit(f"{flag}: not the summary.json of a bench view (an older bench's results.json?); "
+                             "run the bench again and pass its summary.json")
+    text = render(args.models, views["--diffedit"], views["--drag"])
     path = os.path.join(args.models, "README.md")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
