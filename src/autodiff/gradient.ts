@@ -11,6 +11,7 @@
  * order calling each operator's rule (./rules), and sum the contributions of tensors used more than once.
  */
 import { describeNode, Graph, GraphBuilder, implicitInputs, makeValueInfo } from './graph.js';
+import { applyCheckpointing, type CheckpointOptions, type CheckpointReport } from './checkpoint.js';
 import { isStatic } from './infer.js';
 import { onnx, tensorDims, type ModelProto, type NodeProto } from './onnx_io.js';
 import { getGradientRule, isNonDifferentiableOp } from './rules/index.js';
@@ -50,6 +51,11 @@ export interface GradientOptions {
    * the backward pass needs fewer runtime shape computations; the model then accepts only these shapes.
    */
   inputShapes?: Readonly<Record<string, readonly number[]>>;
+  /**
+   * Trade compute for memory: recompute segments of the forward pass during the backward pass instead of keeping
+   * their activations (see ./checkpoint.ts). Off by default.
+   */
+  checkpoint?: CheckpointOptions;
 }
 
 export interface GradientResult {
@@ -62,6 +68,8 @@ export interface GradientResult {
   inputs: string[];
   /** The model's outputs, in order. */
   outputs: string[];
+  /** What checkpointing did, when it was asked for. */
+  checkpoint?: CheckpointReport;
 }
 
 /** The output name of the gradient of `name`: `grad_` + the name as is (`grad_unet.conv_in.weight`). */
@@ -111,7 +119,8 @@ export function buildGradient(model: ModelProto, options: GradientOptions): Grad
   promoteInitializers(graph, options);
   graph.invalidate();
 
-  const gradients = backward(graph, loss, options);
+  const forward = [...graph.nodes];
+  const { gradients, gradientOf } = backward(graph, loss, options);
 
   const outputs = uniqueList([...extra, loss, ...options.wrt.map((w) => gradients[w])]);
   graph.outputs = outputs.map((name) => {
@@ -124,6 +133,9 @@ export function buildGradient(model: ModelProto, options: GradientOptions): Grad
     }
     return valueInfoOrName(graph, name);
   });
+  const checkpoint = options.checkpoint
+    ? applyCheckpointing(graph, forward, gradientOf, options.checkpoint)
+    : undefined;
   // Rules may leave helpers unused (a shape constant folded away); drop them, keeping every input.
   prune(graph, outputs, [], new Set(graph.inputs.map((v) => v.name)));
   graph.topologicalSort();
@@ -134,6 +146,7 @@ export function buildGradient(model: ModelProto, options: GradientOptions): Grad
     gradients,
     inputs: graph.inputs.map((v) => v.name),
     outputs,
+    checkpoint,
   };
 }
 
@@ -279,7 +292,11 @@ export function extractSubgraph(
 // The backward pass
 // -----------------------------------------------------------------------------------------------------------
 
-function backward(graph: Graph, loss: string, options: GradientOptions): Record<string, string> {
+function backward(
+  graph: Graph,
+  loss: string,
+  options: GradientOptions,
+): { gradients: Record<string, string>; gradientOf: ReadonlyMap<string, string> } {
   const forward = [...graph.nodes];
   const wrt = new Set(options.wrt);
 
@@ -369,7 +386,7 @@ function backward(graph: Graph, loss: string, options: GradientOptions): Record<
     finish.op('Identity', [g], undefined, { outputs: [outName], name: `${outName}/identity` });
     result[w] = outName;
   }
-  return result;
+  return { gradients: result, gradientOf: accumulated };
 }
 
 function makeContext(

@@ -11,6 +11,7 @@ export {
   type GradientResult,
   type LossSpec,
 } from './gradient.js';
+export { estimatePeakLiveBytes, type CheckpointOptions, type CheckpointReport } from './checkpoint.js';
 export {
   attachLoss,
   combineLosses,

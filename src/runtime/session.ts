@@ -26,6 +26,22 @@ export interface SessionOptions {
   device: ResolvedDevice;
   /** Threads for the CPU provider; ORT's default (all cores) when omitted. */
   intraOpNumThreads?: number;
+  /**
+   * ORT's CPU memory arena (default on). The arena keeps what it once allocated and grows in powers of two; off,
+   * every tensor is a plain allocation, returned when freed, so the peak follows the live set (gradient models
+   * with checkpointing).
+   */
+  cpuMemoryArena?: boolean;
+  /**
+   * ORT's weight pre-packing (default on): MatMul/Conv weights are re-laid out once at load, a second copy of them.
+   * Off saves that memory at some speed (large models on small machines).
+   */
+  prepacking?: boolean;
+  /**
+   * ORT's graph optimisations (default 'all'). 'all' adds layout transforms (NCHWc convolutions on x86) that keep
+   * re-laid-out copies of the weights; 'extended' skips them.
+   */
+  graphOptimizationLevel?: 'basic' | 'extended' | 'all';
 }
 
 // One WebGPU/CUDA run at a time per process: concurrent WebGPU sessions can crash ORT (onnxruntime#32561),
@@ -49,12 +65,14 @@ export class ModelSession {
     if (!existsSync(path)) throw new ModelError(`model file '${path}' does not exist`);
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: executionProviders(options.device),
-      graphOptimizationLevel: 'all',
+      graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
       // ORT's warnings (e.g. VerifyEachNodeIsAssignedToAnEp on GPU providers, which place shape ops on the CPU on
       // purpose) are not the user's business; errors still surface as exceptions. EDITKIT_DEBUG=1 shows them.
       logSeverityLevel: process.env.EDITKIT_DEBUG ? 2 : 3,
     };
     if (options.intraOpNumThreads !== undefined) sessionOptions.intraOpNumThreads = options.intraOpNumThreads;
+    if (options.cpuMemoryArena === false) sessionOptions.enableCpuMemArena = false;
+    if (options.prepacking === false) sessionOptions.extra = { session: { disable_prepacking: '1' } };
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(path, sessionOptions);

@@ -17,6 +17,7 @@ import {
   LORA_INIT_A,
   buildGradient,
   Graph,
+  type CheckpointOptions,
   graphOf,
   makeTensor,
   mergedWeight,
@@ -57,6 +58,8 @@ export interface DragLoraOptions {
   weightDecay?: number;
   /** How A starts (default 'diffusers', N(0, (1/rank)²), as the official code's LoRA layers). */
   init?: LoraInitA;
+  /** Gradient checkpointing of the training step (see autodiff/checkpoint.ts); off by default. */
+  checkpoint?: CheckpointOptions;
 }
 
 export interface LoraTrainingInput {
@@ -160,6 +163,7 @@ export async function trainDragLora(
     wrt: lora.parameters,
     promote: true,
     inputShapes,
+    checkpoint: options.checkpoint,
   });
   const session = await sessionFromModel(gradient.model, settings, 'lora_gradient');
   input.onReady?.();

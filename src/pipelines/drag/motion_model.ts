@@ -14,6 +14,8 @@
 import {
   buildGradient,
   DataType,
+  type CheckpointOptions,
+  type CheckpointReport,
   Graph,
   GraphBuilder,
   makeValueInfo,
@@ -50,6 +52,8 @@ export interface DragModelSpec {
   points: number;
   /** More tensors to differentiate with respect to (tests: the feature map itself). */
   extraWrt?: readonly string[];
+  /** Gradient checkpointing: trade a second forward pass for memory (SD 1.5 at 512²). */
+  checkpoint?: CheckpointOptions;
 }
 
 export interface DragGradientModel {
@@ -65,6 +69,7 @@ export interface DragGradientModel {
   gradient: string;
   /** Gradients of `extraWrt`, by name. */
   extraGradients: Record<string, string>;
+  checkpoint?: CheckpointReport;
 }
 
 export function buildDragGradientModel(unet: ModelProto, spec: DragModelSpec): DragGradientModel {
@@ -119,6 +124,7 @@ export function buildDragGradientModel(unet: ModelProto, spec: DragModelSpec): D
     wrt: ['sample', ...(spec.extraWrt ?? [])],
     outputs: [spec.feature, spec.output, value, motion],
     inputShapes,
+    checkpoint: spec.checkpoint,
   });
   return {
     model: result.model,
@@ -128,5 +134,6 @@ export function buildDragGradientModel(unet: ModelProto, spec: DragModelSpec): D
     motion,
     gradient: result.gradients['sample'],
     extraGradients: Object.fromEntries((spec.extraWrt ?? []).map((w) => [w, result.gradients[w]])),
+    checkpoint: result.checkpoint,
   };
 }
