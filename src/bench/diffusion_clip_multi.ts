@@ -1,0 +1,347 @@
+/**
+ * `npm run bench -- diffusion-clip --multi style`: DiffusionCLIP's multi-attribute transfer (issue 12) on an
+ * EmojiWorld edit with two attributes and ground truth for each: the background A → B and the artwork style
+ * flat → glossy (the world's 3D "colour" artwork; the captions call it "glossy"). Two deltas are fine-tuned on the
+ * same training scenes (background A, flat artwork), one per attribute, then on every evaluation scene:
+ *  - each delta alone, and both mixed in one sampling run (ε = ½ ε_background + ½ ε_style, src/pipelines/
+ *    diffusion_clip/edit.ts);
+ *  - SDEdit with the scene's caption after both changes, over a strength sweep (the baseline).
+ * Scores against the world's renders of the scene with either change and with both:
+ *  - background: the judge sees B;
+ *  - style: on the objects' footprint, how far the output moved from the flat render toward the glossy one
+ *    ({@link regionProgress}; success above half way) — the judge has no style head, and the two renders differ
+ *    only in the artwork;
+ *  - both: the two at once; objects kept (the judge's object set unchanged); PSNR to the two-attribute ground
+ *    truth, over the image and on the objects; directional CLIP from the source caption to the two-attribute one.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { rgb8ToTensor, saveImage, sideBySide } from '../image/io.js';
+import { psnr } from '../metrics/image.js';
+import type { StableDiffusionBundle } from '../models/bundle.js';
+import { directionalSimilarity, type ClipModel } from '../models/clip.js';
+import type { EmojiJudge } from '../models/judge.js';
+import { diffusionClipEdit, type WeightedUnet } from '../pipelines/diffusion_clip/edit.js';
+import { img2img } from '../pipelines/img2img.js';
+import { NDArray } from '../runtime/ndarray.js';
+import { writeFileAtomic } from '../util/files.js';
+import { allCaptions, caption } from '../world/caption.js';
+import { renderScene } from '../world/render.js';
+import { sampleScene, type SampleSceneOptions, type Scene } from '../world/scene.js';
+import {
+  backgroundTexts,
+  evaluationSeeds,
+  finetuneEdit,
+  stackRows,
+  trainingSeeds,
+  type BenchSplit,
+  type FinetuneSettings,
+} from './diffusion_clip.js';
+
+/** The second attribute of a multi-attribute edit. */
+export type SecondAttribute = 'style';
+
+export interface MultiAttributeBenchOptions {
+  from: string;
+  to: string;
+  attribute: SecondAttribute;
+  finetune: FinetuneSettings;
+  split: BenchSplit;
+  cases: number;
+  steps: number;
+  strengthSweep: number[];
+  /** Mixing weights of the background and the style delta (normalised when they sum to 1 or more). */
+  mix: [number, number];
+  scene: SampleSceneOptions;
+  examples: number;
+  out: string;
+  threads?: number;
+  log: (line: string) => void;
+}
+
+interface MultiCase {
+  source: NDArray; // [-1, 1]
+  source01: NDArray;
+  /** Ground truth with the background changed, the style changed, and both. */
+  background01: NDArray;
+  style01: NDArray;
+  both01: NDArray;
+  objects: NDArray; // [1, 1, H, W]
+  sourceCaption: string;
+  bothCaption: string;
+}
+
+export interface MultiSummary {
+  method: string;
+  backgroundSuccess: number;
+  styleSuccess: number;
+  /** Mean of {@link regionProgress} toward the glossy render on the objects. */
+  styleProgress: number;
+  bothSuccess: number;
+  objectsKept: number;
+  psnrToBoth: number;
+  objectPsnrToBoth: number;
+  directional: number;
+  secondsPerEdit: number;
+}
+
+function glossy(scene: Scene): Scene {
+  return { ...scene, objects: scene.objects.map((o) => ({ ...o, style: 'colour' as const })) };
+}
+
+function withBackground(scene: Scene, name: string): Scene {
+  return { ...scene, background: { ...scene.background, name } };
+}
+
+/** A flat-artwork scene on background `from`; every object's class has glossy artwork in the core world. */
+function flatScene(seed: number, from: string, scene: SampleSceneOptions): Scene {
+  return sampleScene(seed, { ...scene, backgrounds: [from], colourStyleProbability: 0 });
+}
+
+async function multiCase(seed: number, options: MultiAttributeBenchOptions, scene: SampleSceneOptions) {
+  const source = flatScene(seed, options.from, scene);
+  const targets = [
+    withBackground(source, options.to),
+    glossy(source),
+    withBackground(glossy(source), options.to),
+  ];
+  const [s, b, st, both] = await Promise.all([source, ...targets].map((x) => renderScene(x)));
+  const { width, height } = source;
+  const tensor = (data: Uint8Array, range: '[0,1]' | '[-1,1]' = '[0,1]') =>
+    rgb8ToTensor({ data, width, height }, range);
+  const c: MultiCase = {
+    source: tensor(s.image, '[-1,1]'),
+    source01: tensor(s.image),
+    background01: tensor(b.image),
+    style01: tensor(st.image),
+    both01: tensor(both.image),
+    objects: new NDArray(
+      Float32Array.from(s.union, (v) => (v > 127 ? 1 : 0)),
+      [1, 1, height, width],
+    ),
+    sourceCaption: caption(source),
+    bothCaption: caption(targets[2]),
+  };
+  return { scene: source, c };
+}
+
+/**
+ * How far `out` has moved from `from` toward `to` on the region: the projection of out − from on to − from,
+ * divided by |to − from|² (0: unchanged, 1: all the way). Changes unrelated to the style (noise, a repainted
+ * object) are mostly orthogonal to to − from and count for little, unlike "nearer to one render than the other".
+ */
+export function regionProgress(out: NDArray, from: NDArray, to: NDArray, region: NDArray): number {
+  const plane = region.size;
+  let dot = 0;
+  let norm = 0;
+  for (let i = 0; i < out.size; i++) {
+    if (region.data[i % plane] === 0) continue;
+    const step = to.data[i] - from.data[i];
+    dot += (out.data[i] - from.data[i]) * step;
+    norm += step * step;
+  }
+  return norm > 0 ? dot / norm : NaN;
+}
+
+/** Fine-tunes the two deltas, edits the evaluation scenes with each, the mix and SDEdit, and scores them. */
+export async function benchDiffusionClipMulti(
+  bundle: StableDiffusionBundle,
+  clip: ClipModel,
+  judge: EmojiJudge,
+  options: MultiAttributeBenchOptions,
+): Promise<{ summary: MultiSummary[]; finetuneSeconds: [number, number] }> {
+  await mkdir(options.out, { recursive: true });
+  const size = options.scene.width ?? bundle.defaultImageSize;
+  const scene = { ...options.scene, width: size, height: size };
+  const training = await Promise.all(
+    trainingSeeds(options.finetune.trainImages).map((seed) => multiCase(seed, options, scene)),
+  );
+  const trainImages = training.map((t) => t.c.source);
+  const trainScenes = training.map((t) => t.scene);
+
+  // Delta 1: the background, with the same texts as the single-attribute bench.
+  const backgroundEdit = await finetuneEdit(
+    bundle,
+    clip,
+    trainImages,
+    backgroundTexts(options.finetune.texts, options.from, options.to, trainScenes),
+    options.finetune,
+    options.threads,
+  );
+  options.log(`background delta: ${backgroundEdit.seconds.toFixed(1)} s`);
+  // Delta 2: the style, from each training caption to the same caption with glossy objects.
+  const styleTexts =
+    options.finetune.texts === 'captions'
+      ? (() => {
+          const source: string[] = [];
+          const target: string[] = [];
+          for (const s of trainScenes) {
+            const after = allCaptions(glossy(s));
+            allCaptions(s).forEach((text, k) => {
+              source.push(text);
+              target.push(after[k]);
+            });
+          }
+          return { source, target, perImageTarget: trainScenes.map((s) => caption(glossy(s))) };
+        })()
+      : { source: ['a picture of a flat emoji'], target: ['a picture of a glossy emoji'] };
+  const styleEdit = await finetuneEdit(
+    bundle,
+    clip,
+    trainImages,
+    styleTexts,
+    options.finetune,
+    options.threads,
+  );
+  options.log(`style delta: ${styleEdit.seconds.toFixed(1)} s`);
+  await backgroundEdit.tuned.save(join(options.out, 'background.safetensors'));
+  await styleEdit.tuned.save(join(options.out, 'style.safetensors'));
+  const backgroundUnet = backgroundEdit.tuned.tunedUnet();
+  const styleUnet = styleEdit.tuned.tunedUnet();
+
+  type Method = { name: string; models?: WeightedUnet[]; strength?: number };
+  const methods: Method[] = [
+    { name: 'input (unedited)' },
+    { name: 'DiffusionCLIP: background delta', models: [{ unet: backgroundUnet, weight: 1 }] },
+    { name: 'DiffusionCLIP: style delta', models: [{ unet: styleUnet, weight: 1 }] },
+    {
+      name: `DiffusionCLIP: both deltas mixed ${options.mix[0]}:${options.mix[1]}`,
+      models: [
+        { unet: backgroundUnet, weight: options.mix[0] },
+        { unet: styleUnet, weight: options.mix[1] },
+      ],
+    },
+    ...options.strengthSweep.map((s) => ({ name: `SDEdit s=${s} (both in the caption)`, strength: s })),
+    { name: 'ground truth (both)' },
+  ];
+  const scores = methods.map(() => ({
+    background: [] as number[],
+    style: [] as number[],
+    progress: [] as number[],
+    kept: [] as number[],
+    psnr: [] as number[],
+    objectPsnr: [] as number[],
+    directional: [] as number[],
+    seconds: [] as number[],
+  }));
+  const examples: NDArray[][] = [];
+  const seeds = evaluationSeeds(options.split, options.cases);
+  for (const [index, seed] of seeds.entries()) {
+    const { c } = await multiCase(seed, options, scene);
+    const sourceVerdict = await judge.judge(c.source01);
+    const sourceEmbed = await clip.embedImages(c.source01);
+    const captionEmbeds = await clip.embedTexts([c.sourceCaption, c.bothCaption]);
+    const d = captionEmbeds.shape[1];
+    const fromText = new NDArray(captionEmbeds.data.slice(0, d), [1, d]);
+    const toText = new NDArray(captionEmbeds.data.slice(d), [1, d]);
+    const row: NDArray[] = [c.source01];
+    for (const [k, m] of methods.entries()) {
+      const started = performance.now();
+      let out: NDArray;
+      if (m.models)
+        out = await diffusionClipEdit(bundle, {
+          image: c.source,
+          models: m.models,
+          t0: options.finetune.t0,
+          intraOpNumThreads: options.threads,
+        });
+      else if (m.strength !== undefined)
+        out = (
+          await img2img(bundle, {
+            image: c.source,
+            prompt: c.bothCaption,
+            strength: m.strength,
+            numInferenceSteps: options.steps,
+            guidanceScale: 5,
+            seed: index,
+          })
+        ).image;
+      else out = m.name.startsWith('input') ? c.source01 : c.both01;
+      const s = scores[k];
+      s.seconds.push((performance.now() - started) / 1000);
+      const verdict = await judge.judge(out);
+      s.background.push(verdict.background === options.to ? 1 : 0);
+      const progress = regionProgress(out, c.source01, c.style01, c.objects);
+      s.progress.push(progress);
+      s.style.push(progress > 0.5 ? 1 : 0);
+      s.kept.push(
+        JSON.stringify([...verdict.objects].sort()) === JSON.stringify([...sourceVerdict.objects].sort())
+          ? 1
+          : 0,
+      );
+      s.psnr.push(psnr(out, c.both01));
+      s.objectPsnr.push(psnr(out, c.both01, c.objects));
+      s.directional.push(
+        directionalSimilarity(sourceEmbed, await clip.embedImages(out), fromText, toText)[0],
+      );
+      if (k > 0) row.push(out);
+    }
+    if (index < options.examples) examples.push(row);
+    options.log(
+      `case ${index + 1}/${seeds.length}: ${methods
+        .map(
+          (m, k) =>
+            `${m.name} ${scores[k].background.at(-1) ? 'B' : '·'}${scores[k].style.at(-1) ? 'S' : '·'}`,
+        )
+        .join(', ')}`,
+    );
+  }
+  if (examples.length > 0)
+    await saveImage(stackRows(examples.map((r) => sideBySide(r, 2))), join(options.out, 'multi.png'));
+  const mean = (v: readonly number[]) => (v.length === 0 ? NaN : v.reduce((a, b) => a + b, 0) / v.length);
+  const finite = (v: readonly number[]) => v.filter(Number.isFinite);
+  const summary: MultiSummary[] = methods.map((m, k) => {
+    const s = scores[k];
+    return {
+      method: m.name,
+      backgroundSuccess: mean(s.background),
+      styleSuccess: mean(s.style),
+      styleProgress: mean(finite(s.progress)),
+      bothSuccess: mean(s.background.map((b, i) => b * s.style[i])),
+      objectsKept: mean(s.kept),
+      psnrToBoth: mean(finite(s.psnr)),
+      objectPsnrToBoth: mean(finite(s.objectPsnr)),
+      directional: mean(s.directional),
+      secondsPerEdit: mean(s.seconds),
+    };
+  });
+  const report = {
+    edit: `${options.from} → ${options.to} and flat → glossy`,
+    split: options.split,
+    cases: options.cases,
+    finetune: { settings: options.finetune, seconds: [backgroundEdit.seconds, styleEdit.seconds] },
+    mix: options.mix,
+    summary,
+  };
+  await writeFileAtomic(join(options.out, 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFileAtomic(join(options.out, 'results.md'), multiMarkdown(report));
+  return { summary, finetuneSeconds: [backgroundEdit.seconds, styleEdit.seconds] };
+}
+
+export function multiMarkdown(report: {
+  edit: string;
+  split: BenchSplit;
+  cases: number;
+  finetune: { seconds: number[] };
+  summary: MultiSummary[];
+}): string {
+  const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : 'n/a');
+  return [
+    `DiffusionCLIP multi-attribute benchmark: ${report.edit}, ${report.cases} ${report.split === 'heldout' ? 'held-out' : 'validation'} EmojiWorld scenes with ground truth.`,
+    `Fine-tuning: background delta ${f(report.finetune.seconds[0], 1)} s, style delta ${f(report.finetune.seconds[1], 1)} s.`,
+    '',
+    '| method | background ✓ ↑ | style ✓ ↑ | style progress | both ✓ ↑ | objects kept ↑ | PSNR to GT (both) dB ↑ | PSNR on objects to GT dB ↑ | directional CLIP ↑ | s/edit |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.summary.map(
+      (s) =>
+        `| ${s.method} | ${f(s.backgroundSuccess)} | ${f(s.styleSuccess)} | ${f(s.styleProgress)} | ${f(s.bothSuccess)} | ${f(s.objectsKept)} | ${f(s.psnrToBoth)} | ${f(s.objectPsnrToBoth)} | ${f(s.directional, 3)} | ${f(s.secondsPerEdit)} |`,
+    ),
+    '',
+    'Background ✓: the judge sees the target background. Style progress: on the objects, how far the output moved ' +
+      'from the flat render toward the glossy one (projection; 0 = unchanged, 1 = glossy); style ✓: progress > 0.5. ' +
+      'Both ✓: the two on the same image. Directional CLIP: from the source caption to ' +
+      'the caption with both changes.',
+    '',
+  ].join('\n');
+}
