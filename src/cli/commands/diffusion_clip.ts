@@ -57,6 +57,7 @@ interface FinetuneCliOptions extends RuntimeOptions {
   adapter: AdapterKind;
   loraRank: number;
   l1: number;
+  global: number;
   seed: number;
   lossPlot?: string;
   preview?: string;
@@ -149,6 +150,12 @@ export function clipFinetuneCommand(): Command {
     .option('--lora-rank <r>', 'LoRA rank', parseInteger('--lora-rank', 1, 1024), 8)
     .option('--l1 <λ>', 'weight of the identity L1 term', parseNumber('--l1', 0, 1000), 0.3)
     .option(
+      '--global <λ>',
+      'weight of the global CLIP term toward --to (0: off; helps large changes such as a new background)',
+      parseNumber('--global', 0, 1000),
+      0,
+    )
+    .option(
       '--seed <n>',
       'seed of the LoRA init and the CLIP view noise',
       parseInteger('--seed', 0, 2 ** 32 - 1),
@@ -195,6 +202,7 @@ export function clipFinetuneCommand(): Command {
             adapter: options.adapter,
             loraRank: options.loraRank,
             lambdaL1: options.l1,
+            lambdaGlobal: options.global,
             seed: options.seed,
             intraOpNumThreads: options.threads,
             onProgress,
