@@ -26,6 +26,7 @@ import {
   makeTensor,
   onnx,
   tensorDims,
+  isExternal,
   tensorSize,
   tensorToNumbers,
   toNumber,
@@ -354,7 +355,9 @@ export class Graph {
     if (init) {
       const dims = tensorDims(init);
       const info: TensorInfo = { type: init.dataType, shape: dims };
-      if (tensorSize(init) <= MAX_CONST_ELEMENTS && init.dataType !== DataType.STRING) {
+      // A weight left in its external file (loadModel with externalData: false) has no value here; shapes and
+      // types are all that inference needs of weights.
+      if (tensorSize(init) <= MAX_CONST_ELEMENTS && init.dataType !== DataType.STRING && !isExternal(init)) {
         info.value = { type: init.dataType, dims, values: tensorToNumbers(init) };
       }
       return info;

@@ -149,7 +149,8 @@ export function tensorSize(tensor: OnnxTypes.ITensorProto): number {
   return tensorDims(tensor).reduce((a, b) => a * b, 1);
 }
 
-function isExternal(tensor: OnnxTypes.ITensorProto): boolean {
+/** Whether the tensor's bytes live in an external file that was not read (loadModel with `externalData: false`). */
+export function isExternal(tensor: OnnxTypes.ITensorProto): boolean {
   return tensor.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL;
 }
 

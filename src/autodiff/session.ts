@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ModelSession, type SessionOptions } from '../runtime/session.js';
 import { saveModel, type ModelProto } from './onnx_io.js';
 
@@ -13,7 +14,22 @@ export async function sessionFromModel(
   model: ModelProto,
   options: SessionOptions,
   label = 'model',
+  placement: { besides?: string } = {},
 ): Promise<ModelSession> {
+  if (placement.besides) {
+    // A model loaded with `externalData: false` still points at its weights file by a relative path: written next
+    // to the original, ONNX Runtime reads the weights from there and JavaScript never holds a copy of them.
+    const path = join(
+      dirname(placement.besides),
+      `.${label}.${process.pid}.${randomBytes(6).toString('hex')}.onnx`,
+    );
+    try {
+      await saveModel(model, path);
+      return await ModelSession.create(path, options);
+    } finally {
+      await rm(path, { force: true }).catch(() => undefined);
+    }
+  }
   const dir = await mkdtemp(join(tmpdir(), 'editkit-model-'));
   try {
     const path = join(dir, `${label}.onnx`);

@@ -24,7 +24,12 @@ export const MatMul: GradientRule = (ctx) => {
   const ra2 = Math.max(ra, 2);
   const rb2 = Math.max(rb, 2);
   const out: (string | null)[] = [null, null];
-  if (ctx.needs[0]) {
+  if (ctx.needs[0] && rb === 2 && ra >= 2 && ctx.graph.isInitializer(w)) {
+    // A weight: da = (w @ dyᵀ)ᵀ. The textbook dy @ wᵀ would make ONNX Runtime fold wᵀ into a second copy of the
+    // weight (and pre-pack it: a third), which at SD-1.5 size is gigabytes; w as the left operand is read in place.
+    const dyT = b.transpose(dy, swapLast(ra));
+    out[0] = b.reduceToShape(b.transpose(b.op('MatMul', [w, dyT]), swapLast(ra)), a);
+  } else if (ctx.needs[0]) {
     const da = b.op('MatMul', [dy, b.transpose(b2, swapLast(rb2))]);
     if (ra === 1) {
       const rda = ctx.graph.rank(da) ?? Math.max(ra2, rb2);
