@@ -56,8 +56,35 @@ function tensorBytes(graph: Graph, name: string): number {
   return (shape as number[]).reduce((a, b) => a * b, 1) * (ELEMENT_BYTES[type] ?? 4);
 }
 
-/** Where the segments start, as indices into `forward`: cumulative saved bytes cut at equal shares. */
-function segmentStarts(perNode: readonly number[], options: CheckpointOptions): number[] {
+/**
+ * Where the segments start, as indices into `forward`: cumulative saved bytes cut at equal shares, each cut then
+ * moved (within a window) to where the fewest bytes cross it. A cut just after an attention's softmax would make its
+ * probabilities a boundary tensor, kept for the whole backward pass; at a block boundary only the hidden state and
+ * the skip connections cross.
+ */
+function segmentStarts(
+  perNode: readonly number[],
+  crossing: Float64Array,
+  options: CheckpointOptions,
+): number[] {
+  const naive = quantileStarts(perNode, options);
+  const window = Math.max(8, Math.floor(perNode.length / (4 * naive.length)));
+  const starts = [0];
+  for (const start of naive.slice(1)) {
+    let best = -1;
+    for (
+      let j = Math.max(starts.at(-1)! + 1, start - window);
+      j <= Math.min(perNode.length - 1, start + window);
+      j++
+    ) {
+      if (best < 0 || crossing[j] < crossing[best]) best = j;
+    }
+    if (best > starts.at(-1)!) starts.push(best);
+  }
+  return starts;
+}
+
+function quantileStarts(perNode: readonly number[], options: CheckpointOptions): number[] {
   const total = perNode.reduce((a, b) => a + b, 0);
   const count = perNode.length;
   let budget: number;
@@ -120,7 +147,19 @@ export function applyCheckpointing(
   const perNode = forward.map((n) =>
     n.output.filter((o) => saved.has(o)).reduce((a, o) => a + tensorBytes(graph, o), 0),
   );
-  const starts = segmentStarts(perNode, options);
+  // crossing[j]: bytes of forward tensors made before position j and read at or after it.
+  const crossing = new Float64Array(forward.length + 1);
+  forward.forEach((n, p) =>
+    n.output.forEach((o) => {
+      const u = o ? (lastForwardUse.get(o) ?? -1) : -1;
+      if (u <= p) return;
+      const b = tensorBytes(graph, o);
+      crossing[p + 1] += b;
+      crossing[u + 1] -= b;
+    }),
+  );
+  for (let j = 1; j <= forward.length; j++) crossing[j] += crossing[j - 1];
+  const starts = segmentStarts(perNode, crossing, options);
   const savedBytes = starts.map((start, s) =>
     perNode.slice(start, starts[s + 1] ?? forward.length).reduce((a, b) => a + b, 0),
   );
