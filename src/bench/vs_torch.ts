@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
-import type { VsTorchWhat } from './vs_torch_worker.js';
+import { END_TO_END, GRADIENT_ROWS, type VsTorchWhat } from './vs_torch_worker.js';
 
 const ROOT = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const SCRIPT = join(ROOT, 'training', 'bench', 'vs_torch.py');
@@ -27,6 +27,13 @@ interface Row {
   ratio: number;
   editkitRssMiB: number;
   torchRssMiB: number;
+  /** Gradient checkpointing segments on the EditKit side (1 = off), and forward nodes run twice. */
+  segments: number;
+  recomputedNodes: number;
+  /** EditKit's resident set once the model is built and loaded, before the first run (gradient rows). */
+  editkitSetupRssMiB?: number;
+  /** End-to-end rows: the network calls both sides made. */
+  counts?: Record<string, unknown>;
   /** Multiply-adds of one run (forward rows), and EditKit's rate as a fraction of ORT's MatMul rate. */
   multiplyAdds?: number;
   editkitGflops?: number;
@@ -48,10 +55,13 @@ function runJson(command: string, args: string[], what: string): Record<string, 
 const LABELS: Record<VsTorchWhat, string> = {
   unet: 'UNet step, CFG batch 2',
   unet_grad: 'UNet forward+backward to the latents, batch 1',
-  lora_step: 'LoRA training step (rank 16, batch 2, AdamW)',
+  drag_step: 'drag iteration (motion supervision + mask term, d/d z_t), batch 1',
+  lora_step: 'LoRA training step (rank 16, AdamW; batch 2, SD 1.5: 1)',
   vae_encode: 'VAE encode',
   vae_decode: 'VAE decode',
   matmul: 'MatMul 1024³',
+  diffedit: 'DiffEdit, whole edit (50 steps, r 0.8, 10 mask draws)',
+  drag: 'DragDiffusion, whole edit (LoRA 80 × batch 4, inversion, drag, denoise)',
 };
 
 export async function vsTorchMain(argv: readonly string[]): Promise<void> {
@@ -65,8 +75,13 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     .option('--repeats <n>', 'timed runs per measurement (default 5; 2 at SD-1.5 size)')
     .option(
       '--what <list>',
-      'unet,unet_grad,lora_step,vae_encode,vae_decode',
-      'unet,unet_grad,lora_step,vae_encode,vae_decode',
+      'unet,unet_grad,drag_step,lora_step,vae_encode,vae_decode,diffedit,drag',
+      'unet,unet_grad,drag_step,lora_step,vae_encode,vae_decode,diffedit,drag',
+    )
+    .option(
+      '--checkpoint <list>',
+      'gradient checkpointing segments for the gradient rows, one row each (0 = off), e.g. 0,4,8',
+      '0',
     )
     .option(
       '--python <path>',
@@ -87,6 +102,11 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
   const threads = o.threads;
   const sizes = o.sizes.split(',').map((s) => s.trim());
   const whats = o.what.split(',').map((s) => s.trim()) as VsTorchWhat[];
+  for (const w of whats)
+    if (!(w in LABELS) || w === 'matmul') throw new UserError(`--what: unknown measurement '${w}'`);
+  const checkpoints = o.checkpoint.split(',').map((s) => Number(s.trim()));
+  if (checkpoints.some((c) => !Number.isInteger(c) || c < 0 || c === 1))
+    throw new UserError(`--checkpoint: segment counts are 0 (off) or integers ≥ 2, got '${o.checkpoint}'`);
   const log = (line: string) => process.stderr.write(`${line}\n`);
 
   const matmulOrt = runJson(process.execPath, [WORKER, '-', 'matmul', threads, '10'], 'ORT matmul');
@@ -114,32 +134,60 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     };
     const repeats = o.repeats ?? (size === 'sd15' ? '2' : '5');
     for (const what of whats) {
-      const ek = runJson(process.execPath, [WORKER, dir, what, threads, repeats], `EditKit ${size} ${what}`);
-      const pt = runJson(
-        o.python,
-        [SCRIPT, 'time', '--dir', dir, '--what', what, '--threads', threads, '--repeats', repeats],
-        `torch ${size} ${what}`,
-      );
-      torchInfo = pt;
-      const key = what === 'unet' ? 'unet' : what;
-      const macs = what === 'unet_grad' || what === 'lora_step' ? undefined : meta.multiply_adds[key];
-      const editkitMs = Number(ek.ms);
-      const row: Row = {
-        size,
-        what,
-        editkitMs,
-        torchMs: Number(pt.ms),
-        ratio: editkitMs / Number(pt.ms),
-        editkitRssMiB: Number(ek.peakRssMiB),
-        torchRssMiB: Number(pt.peak_rss_mib),
-        multiplyAdds: macs,
-        editkitGflops: macs ? (2 * macs) / editkitMs / 1e6 : undefined,
-        rooflineFraction: macs ? (2 * macs) / editkitMs / 1e6 / peak : undefined,
-      };
-      rows.push(row);
-      log(
-        `${size} ${LABELS[what]}: EditKit ${editkitMs.toFixed(1)} ms, PyTorch ${row.torchMs.toFixed(1)} ms (×${row.ratio.toFixed(2)})`,
-      );
+      // The end-to-end rows run the bundled pipeline, so they exist at the bundled size only.
+      if (END_TO_END.includes(what) && size !== 'bundled') continue;
+      const settings = GRADIENT_ROWS.includes(what) ? checkpoints : [0];
+      let pt: Record<string, unknown> | undefined;
+      for (const segments of settings) {
+        const ek = runJson(
+          process.execPath,
+          [WORKER, dir, what, threads, repeats, String(segments)],
+          `EditKit ${size} ${what}${segments ? ` (${segments} segments)` : ''}`,
+        );
+        pt ??= runJson(
+          o.python,
+          [
+            SCRIPT,
+            'time',
+            '--dir',
+            dir,
+            '--what',
+            what,
+            '--threads',
+            threads,
+            '--repeats',
+            repeats,
+            ...(ek.counts ? ['--counts', JSON.stringify(ek.counts)] : []),
+          ],
+          `torch ${size} ${what}`,
+        );
+        torchInfo = pt;
+        const key = what === 'unet' ? 'unet' : what;
+        const macs = ['unet', 'vae_encode', 'vae_decode'].includes(what)
+          ? meta.multiply_adds[key]
+          : undefined;
+        const editkitMs = Number(ek.ms);
+        const row: Row = {
+          size,
+          what,
+          editkitMs,
+          torchMs: Number(pt.ms),
+          ratio: editkitMs / Number(pt.ms),
+          editkitRssMiB: Number(ek.peakRssMiB),
+          torchRssMiB: Number(pt.peak_rss_mib),
+          segments: Number(ek.segments ?? 1),
+          recomputedNodes: Number(ek.recomputedNodes ?? 0),
+          editkitSetupRssMiB: ek.setupRssMiB === undefined ? undefined : Number(ek.setupRssMiB),
+          counts: ek.counts as Record<string, unknown> | undefined,
+          multiplyAdds: macs,
+          editkitGflops: macs ? (2 * macs) / editkitMs / 1e6 : undefined,
+          rooflineFraction: macs ? (2 * macs) / editkitMs / 1e6 / peak : undefined,
+        };
+        rows.push(row);
+        log(
+          `${size} ${LABELS[what]}${row.segments > 1 ? `, checkpointing ${row.segments} segments` : ''}: EditKit ${editkitMs.toFixed(1)} ms, ${row.editkitRssMiB.toFixed(0)} MiB; PyTorch ${row.torchMs.toFixed(1)} ms, ${row.torchRssMiB.toFixed(0)} MiB (×${row.ratio.toFixed(2)})`,
+        );
+      }
     }
   }
   const report = {
@@ -157,14 +205,41 @@ export async function vsTorchMain(argv: readonly string[]): Promise<void> {
     `EditKit (onnxruntime-node, CPU EP) vs PyTorch ${String(report.torch.version)} (${String(report.torch.blas)}), ${threads} threads each; median of N runs after a warm-up, each measurement in its own process.`,
     `MatMul 1024³: ORT ${f(peak)} GFLOP/s, PyTorch ${f(report.machine.torchMatmulGflops)} GFLOP/s.`,
     '',
-    '| size | what | EditKit ms | PyTorch ms | EditKit / PyTorch | EditKit peak RSS MiB | PyTorch peak RSS MiB | EditKit GFLOP/s | of ORT MatMul peak |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| size | what | checkpointing | EditKit ms | PyTorch ms | EditKit / PyTorch | EditKit peak RSS MiB | PyTorch peak RSS MiB | EditKit GFLOP/s | of ORT MatMul peak |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows.map(
       (r) =>
-        `| ${r.size} | ${LABELS[r.what]} | ${f(r.editkitMs)} | ${f(r.torchMs)} | ${f(r.ratio, 2)} | ${f(r.editkitRssMiB, 0)} | ${f(r.torchRssMiB, 0)} | ${f(r.editkitGflops)} | ${r.rooflineFraction === undefined ? '–' : `${(100 * r.rooflineFraction).toFixed(0)} %`} |`,
+        `| ${r.size} | ${LABELS[r.what]} | ${GRADIENT_ROWS.includes(r.what) ? (r.segments > 1 ? `${r.segments} segments` : 'off') : '–'} | ${f(r.editkitMs)} | ${f(r.torchMs)} | ${f(r.ratio, 2)} | ${f(r.editkitRssMiB, 0)} | ${f(r.torchRssMiB, 0)} | ${f(r.editkitGflops)} | ${r.rooflineFraction === undefined ? '–' : `${(100 * r.rooflineFraction).toFixed(0)} %`} |`,
     ),
     '',
+    ...checkpointTable(rows, f),
   ].join('\n');
   await writeFileAtomic(join(o.out, 'results.md'), md);
   console.log(md);
+}
+
+/** Peak memory against time for the gradient rows measured at more than one checkpointing setting. */
+function checkpointTable(rows: readonly Row[], f: (v: number | undefined, d?: number) => string): string[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    if (!GRADIENT_ROWS.includes(r.what)) continue;
+    const key = `${r.size}/${r.what}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const measured = [...groups.values()].filter((g) => g.length > 1);
+  if (measured.length === 0) return [];
+  return [
+    'Gradient checkpointing, peak memory against time (EditKit; "loaded" is the resident set once the gradient model is built and loaded, before the first run):',
+    '',
+    '| size | what | checkpointing | forward nodes run twice | ms | × time without | loaded RSS MiB | peak RSS MiB | × peak without |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...measured.flatMap((group) => {
+      const base = group.find((r) => r.segments <= 1) ?? group[0];
+      return group.map(
+        (r) =>
+          `| ${r.size} | ${LABELS[r.what]} | ${r.segments > 1 ? `${r.segments} segments` : 'off'} | ${r.recomputedNodes} | ${f(r.editkitMs)} | ${f(r.editkitMs / base.editkitMs, 2)} | ${f(r.editkitSetupRssMiB, 0)} | ${f(r.editkitRssMiB, 0)} | ${f(r.editkitRssMiB / base.editkitRssMiB, 2)} |`,
+      );
+    }),
+    '',
+  ];
 }

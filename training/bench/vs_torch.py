@@ -3,7 +3,7 @@ reference modules (training/reference/models.py) with random weights, exported t
 PyTorch with the same inputs and thread count.
 
     /usr/bin/python3 training/bench/vs_torch.py export --size bundled|sd15 --out DIR
-    /usr/bin/python3 training/bench/vs_torch.py time --dir DIR --what unet|unet_grad|vae_encode|vae_decode \
+    /usr/bin/python3 training/bench/vs_torch.py time --dir DIR --what unet|unet_grad|drag_step|lora_step|vae_encode|vae_decode \
         --threads 2 --repeats 5
     /usr/bin/python3 training/bench/vs_torch.py matmul --threads 2
 
@@ -206,13 +206,161 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def ddim_alphas() -> torch.Tensor:
+    """The bundled scheduler's ᾱ (scaled_linear betas 0.00085–0.012, 1000 steps), as EditKit's DDIM builds it."""
+    cfg = json.load(open(os.path.join(ROOT, "models", "emoji-ldm", "scheduler", "scheduler_config.json")))
+    betas = torch.linspace(cfg["beta_start"] ** 0.5, cfg["beta_end"] ** 0.5, cfg["num_train_timesteps"],
+                           dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def ddim_step(alphas, eps, t, t_next, x):
+    """x at ᾱ_t → x at ᾱ_{t_next} (either direction), η = 0."""
+    a, a_next = alphas[t], (alphas[t_next] if t_next >= 0 else torch.tensor(1.0))
+    x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+    return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
+def end_to_end(args, unet, vae, x):
+    """One whole DiffEdit or DragDiffusion edit, making the network calls EditKit's run reported (`--counts`): the same
+    modules, batch sizes and number of calls, with the host-side work of each step (DDIM updates, mask, blending,
+    Adam on z_t, point tracking). Text encoder: the bundled configuration with random weights."""
+    counts = json.loads(args.counts)
+    cfg = json.load(open(os.path.join(ROOT, "models", "emoji-ldm", "text_encoder", "config.json")))
+    text = M.CLIPTextModel(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+                           num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+                           intermediate_size=cfg["intermediate_size"],
+                           max_position_embeddings=cfg["max_position_embeddings"]).eval()
+    length = cfg["max_position_embeddings"]
+    tokens = lambda n: torch.randint(0, cfg["vocab_size"] - 2, (n, length))  # noqa: E731
+    encode_text = lambda ids: text(ids)[0]  # noqa: E731
+    alphas = ddim_alphas()
+    image = x["image"]
+    steps = 50
+    timesteps = list(range(0, 1000, 1000 // steps))[::-1]
+    timesteps = [t + 1 for t in timesteps]  # steps_offset 1
+
+    if args.what == "diffedit":
+        def fn():
+            with torch.no_grad():
+                reference, query = encode_text(tokens(2)).chunk(2)
+                x0 = vae.encode_parameters(image)[:, : x["latent_sample"].shape[1]]
+                t_mask = timesteps[steps - int(steps * 0.5)]
+                total = torch.zeros(x0.shape[2:])
+                for _ in range(counts["maskDraws"]):
+                    noisy = alphas[t_mask].sqrt() * x0 + (1 - alphas[t_mask]).sqrt() * torch.randn_like(x0)
+                    eps_r, eps_q = unet(torch.cat([noisy, noisy]), torch.tensor([t_mask, t_mask]),
+                                        torch.cat([reference, query])).chunk(2)
+                    total += (eps_q - eps_r).abs().mean(1)[0]
+                mask = (total / total.mean()).clamp(max=3) / 3 > 0.5
+                # DDIM inversion (its own VAE encode and empty prompt), batch 1, no guidance
+                k = counts["inversionSteps"]
+                z = vae.encode_parameters(image)[:, : x0.shape[1]]
+                empty = encode_text(tokens(1))
+                walk = timesteps[steps - k:][::-1]
+                encoded = [z]
+                for i, t in enumerate(walk):
+                    eps = unet(z, torch.tensor([t]), empty)
+                    z = ddim_step(alphas, eps, walk[i - 1] if i > 0 else 0, t, z)
+                    encoded.append(z)
+                # Mask-guided decoding with classifier-free guidance, batch 2
+                context = encode_text(tokens(2))
+                latents = encoded[-1]
+                for i, t in enumerate(walk[::-1]):
+                    uncond, cond = unet(torch.cat([latents, latents]), torch.tensor([t, t]), context).chunk(2)
+                    eps = uncond + 7.5 * (cond - uncond)
+                    t_next = walk[::-1][i + 1] if i + 1 < len(walk) else -1
+                    latents = ddim_step(alphas, eps, t, t_next, latents)
+                    latents = torch.where(mask, latents, encoded[len(walk) - 1 - i])
+                vae.decode(latents)
+        return fn
+
+    # DragDiffusion
+    params = add_lora(unet)
+    for p in unet.parameters():
+        p.requires_grad_(p in set(params))
+    features = {}
+    unet.up_blocks[len(unet.up_blocks) - 2].register_forward_hook(
+        lambda module, inputs, output: features.__setitem__("f", output))
+
+    def fn():
+        embedding = encode_text(tokens(1)).detach()
+        # 1. LoRA: batch B of noised posterior samples, MSE to the noise, AdamW
+        optimizer = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-2)
+        with torch.no_grad():
+            posterior = vae.encode_parameters(image)
+        mean, logvar = posterior.chunk(2, dim=1)
+        batch = counts["loraBatch"]
+        for _ in range(counts["loraSteps"]):
+            z0 = (mean + (0.5 * logvar.clamp(-30, 20)).exp() * torch.randn_like(mean)).repeat(batch, 1, 1, 1)
+            t = torch.randint(0, 1000, (batch,))
+            noise = torch.randn_like(z0)
+            a = alphas[t].view(-1, 1, 1, 1)
+            loss = ((unet(a.sqrt() * z0 + (1 - a).sqrt() * noise, t, embedding.repeat(batch, 1, 1)) - noise) ** 2
+                    ).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            # 2. DDIM inversion to z_t, batch 1
+            z = vae.encode_parameters(image)[:, : mean.shape[1]]
+            k = counts["inversionSteps"]
+            walk = timesteps[steps - k:][::-1]
+            for i, t in enumerate(walk):
+                eps = unet(z, torch.tensor([t]), embedding)
+                z = ddim_step(alphas, eps, walk[i - 1] if i > 0 else 0, t, z)
+        # 3. Latent optimisation: gradient runs with motion supervision, Adam on z_t, point tracking
+        zt = z.clone().requires_grad_(True)
+        adam = torch.optim.Adam([zt], lr=0.01)
+        t = torch.tensor([walk[-1]])
+        handle = torch.tensor([3, 3])
+        f0 = None
+        for _ in range(counts["dragRuns"]):
+            eps = unet(zt, t, embedding)
+            f = features["f"]
+            if f0 is None:
+                f0 = f[0, :, handle[0], handle[1]].detach()
+            h, w = f.shape[2:]
+            r0, c0 = int(handle[0]), int(handle[1])
+            patch = f[0, :, max(0, r0 - 1): r0 + 2, max(0, c0 - 1): c0 + 2]
+            shifted = f[0, :, min(h - 3, r0 + 1): min(h - 3, r0 + 1) + patch.shape[1],
+                        min(w - 3, c0 + 1): min(w - 3, c0 + 1) + patch.shape[2]]
+            loss = (shifted - patch.detach()).abs().mean() * 9 + 0.1 * (0.9 * zt - 0.1 * eps - z).abs().sum()
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+            with torch.no_grad():
+                window = f[0, :, max(0, r0 - 3): r0 + 4, max(0, c0 - 3): c0 + 4]
+                distance = (window - f0.view(-1, 1, 1)).abs().sum(0)
+                index = int(distance.argmin())
+                handle = torch.tensor([max(0, r0 - 3) + index // distance.shape[1],
+                                       max(0, c0 - 3) + index % distance.shape[1]])
+        # 4. Denoise from the optimised z_t beside the input's branch (batch 2), decode
+        with torch.no_grad():
+            batch = torch.cat([z, zt.detach()])
+            context = embedding.repeat(2, 1, 1)
+            down = walk[::-1]
+            for i, s in enumerate(down):
+                eps = unet(batch, torch.tensor([s, s]), context)
+                batch = ddim_step(alphas, eps, s, down[i + 1] if i + 1 < len(down) else -1, batch)
+            vae.decode(batch[1:])
+    return fn
+
+
 def time_one(args):
     torch.set_num_threads(args.threads)
     meta = json.load(open(os.path.join(args.dir, "meta.json")))
     cfg = meta["config"]
     load = lambda n: torch.from_numpy(np.load(os.path.join(args.dir, f"{n}.npy")))  # noqa: E731
     x = {n: load(n) for n in ("sample", "timestep", "encoder_hidden_states", "image", "latent_sample")}
-    if args.what.startswith("unet") or args.what == "lora_step":
+    if args.what in ("diffedit", "drag"):
+        torch.manual_seed(0)
+        unet = M.UNet2DConditionModel(**cfg["unet"]).eval()
+        unet.load_state_dict(torch.load(os.path.join(args.dir, "unet.pt")))
+        vae = M.AutoencoderKL(**cfg["vae"]).eval()
+        vae.load_state_dict(torch.load(os.path.join(args.dir, "vae.pt")))
+        fn = end_to_end(args, unet, vae, x)
+    elif args.what.startswith("unet") or args.what in ("lora_step", "drag_step"):
         unet = M.UNet2DConditionModel(**cfg["unet"]).eval()
         unet.load_state_dict(torch.load(os.path.join(args.dir, "unet.pt")))
         if args.what == "unet":
@@ -220,18 +368,48 @@ def time_one(args):
                 with torch.no_grad():
                     unet(x["sample"], x["timestep"], x["encoder_hidden_states"])
         elif args.what == "lora_step":
-            # One LoRA training step, batch 2: forward, MSE to a target, backward to the LoRA factors, Adam update.
+            # One LoRA training step: forward, MSE to a target, backward to the LoRA factors, Adam update. Batch 2
+            # at the bundled size, 1 at SD-1.5 size (as the EditKit side).
             for p in unet.parameters():
                 p.requires_grad_(False)
             params = add_lora(unet)
             optimizer = torch.optim.AdamW(params, lr=5e-4)
-            target = torch.zeros_like(x["sample"])
+            n = 1 if x["sample"].shape[2] >= 64 else x["sample"].shape[0]
+            sample, t, ctx = x["sample"][:n], x["timestep"][:n], x["encoder_hidden_states"][:n]
+            target = torch.zeros_like(sample)
 
             def fn():
                 optimizer.zero_grad()
-                loss = ((unet(x["sample"], x["timestep"], x["encoder_hidden_states"]) - target) ** 2).mean()
+                loss = ((unet(sample, t, ctx) - target) ** 2).mean()
                 loss.backward()
                 optimizer.step()
+        elif args.what == "drag_step":
+            # One DragDiffusion latent-optimisation iteration, batch 1, as the official drag_diffusion_update: the
+            # decoder feature of the second-to-last up block (hook), motion supervision Σ w·|F·W_shift − sg(F·W_src)|
+            # for one handle with r_m = 1 (9 points), the mask term Σ keep·|a·z + b·ε − z⁰|, backward to z_t.
+            for p in unet.parameters():
+                p.requires_grad_(False)
+            sample, t, ctx = x["sample"][:1], x["timestep"][:1], x["encoder_hidden_states"][:1]
+            features = {}
+            unet.up_blocks[len(unet.up_blocks) - 2].register_forward_hook(
+                lambda module, inputs, output: features.__setitem__("f", output))
+            with torch.no_grad():
+                unet(sample, t, ctx)
+            channels, cells, points = features["f"].shape[1], features["f"].shape[2] * features["f"].shape[3], 9
+            ramp = lambda shape, step=0.618034: torch.remainder(  # noqa: E731
+                torch.arange(int(np.prod(shape)), dtype=torch.float64) * step, 1).float().reshape(shape)
+            shifted, source = ramp((cells, points)), ramp((cells, points), 0.414214)
+            point_weights = torch.ones(points)
+            keep = torch.full((1, 1, *sample.shape[2:]), 0.1)
+            previous = ramp(tuple(sample.shape))
+
+            def fn():
+                z = sample.clone().requires_grad_(True)
+                eps = unet(z, t, ctx)
+                f = features["f"].reshape(1, channels, cells)
+                motion = ((f @ shifted - (f @ source).detach()).abs() * point_weights).sum()
+                mask_term = ((0.9 * z - 0.1 * eps - previous).abs() * keep).sum()
+                (motion + mask_term).backward()
         else:
             # d mean((ε − target)²) / d sample, batch 1 (DragDiffusion's latent gradient, without the feature cut).
             for p in unet.parameters():
@@ -277,7 +455,9 @@ def main():
     e.add_argument("--threads", type=int, default=2)
     t = sub.add_parser("time")
     t.add_argument("--dir", required=True)
-    t.add_argument("--what", choices=["unet", "unet_grad", "lora_step", "vae_encode", "vae_decode"], required=True)
+    t.add_argument("--what", choices=["unet", "unet_grad", "drag_step", "lora_step", "vae_encode", "vae_decode",
+                                      "diffedit", "drag"], required=True)
+    t.add_argument("--counts", default="{}", help="end-to-end rows: the network calls EditKit's run made (JSON)")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--repeats", type=int, default=5)
     m = sub.add_parser("matmul")
