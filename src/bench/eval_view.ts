@@ -60,7 +60,7 @@ export function addEvalViewOptions(
     .option(
       '--cases <n>',
       'cases per task: the suite’s first N',
-      parseInteger('--cases', 1, 10000),
+      parseInteger('--cases', 1, 1000),
       defaults.cases,
     )
     .option(
@@ -159,9 +159,9 @@ export async function runEvalView(
         if (done > 0 && done < total && now - lastLog < 10_000) return;
         lastLog = now;
         const elapsed = (now - started) / 1000;
-        const left = done > 0 ? ` ~${((elapsed / done) * (total - done)).toFixed(0)} s left` : '';
+        const left = done > 0 ? `, ~${((elapsed / done) * (total - done)).toFixed(0)} s left` : '';
         process.stderr.write(
-          `${view.name}: ${done}/${total} edits (${label}); ${elapsed.toFixed(0)} s,${left}\n`,
+          `${view.name}: ${done}/${total} edits (${label}); ${elapsed.toFixed(0)} s${left}\n`,
         );
       },
       log: (line) => process.stderr.write(`${line}\n`),

@@ -232,26 +232,28 @@ function tables(results: EvalResults, summary: Summary, format: 'html' | 'md'): 
 
 /**
  * Success against preservation on one task, a series per method family: a family's settings (DiffEdit's r, SDEdit's
- * strength) make a curve, so sweeps compare as trade-offs rather than as single points.
+ * strength) make a curve, so sweeps compare as trade-offs rather than as single points. The reference rows are
+ * left out.
  */
 export function tradeoffPlot(results: EvalResults, summary: Summary, task: EvalTask): PlotSpec | undefined {
-  const families = new Map<string, { label: string; point: [number, number] }[]>();
-  for (const m of results.methods) {
+  const families = new Map<string, [number, number][]>();
+  // The reference rows sit at the capped 60 dB and would squash every method into a corner.
+  for (const m of results.methods.filter((m) => m.family !== 'reference')) {
     const row = summary[m.key]?.[task];
     if (!row) continue;
-    const members = families.get(m.family) ?? [];
-    members.push({ label: m.label, point: [row.preservationPsnr ?? NaN, row.success ?? NaN] });
-    families.set(m.family, members);
+    const points = families.get(m.family) ?? [];
+    points.push([row.preservationPsnr ?? NaN, row.success ?? NaN]);
+    families.set(m.family, points);
   }
   if (families.size === 0) return undefined;
   return {
     title: `${task}: success vs preservation`,
     xLabel: 'preservation PSNR outside the changed region (dB)',
     yLabel: 'success (judge)',
-    series: [...families.entries()].map(([family, members]) => ({
-      name: members.length > 1 ? `${family} (${members.length} settings)` : members[0].label,
-      line: members.length > 1,
-      points: members.map((m) => m.point).sort((p, q) => p[0] - q[0]),
+    series: [...families.entries()].map(([family, points]) => ({
+      name: points.length > 1 ? `${family} (${points.length} settings)` : family,
+      line: points.length > 1,
+      points: points.sort((p, q) => p[0] - q[0]),
     })),
   };
 }

@@ -15,11 +15,11 @@ import { writeFileAtomic } from '../util/files.js';
 import type { EditTask } from '../world/edits.js';
 import type { SampleSceneOptions } from '../world/scene.js';
 import type { EvalMethod, MethodInput } from './methods.js';
-import { scoreEdit, type EditDetails, type EditScores, type Scorers } from './metrics.js';
+import { METRICS, scoreEdit, type EditDetails, type EditScores, type Scorers } from './metrics.js';
 import { writeReport } from './report.js';
 import {
   evalCase,
-  suiteWorldTask,
+  suiteCaseIndices,
   SUITE_VERSION,
   worldTasksOf,
   type EvalCase,
@@ -81,6 +81,23 @@ export interface EvalOptions {
   log?: (line: string) => void;
 }
 
+// JSON has no infinity: a score of identical pixels (PSNR ∞) is kept as the string "Infinity" so that a resumed
+// run averages it as it would have (NaN, n/a, becomes null).
+const SCORE_KEYS = new Set<string>(METRICS.map((m) => m.key));
+
+function serializeResults(results: EvalResults): string {
+  const replacer = (_key: string, value: unknown) =>
+    value === Infinity ? 'Infinity' : value === -Infinity ? '-Infinity' : value;
+  return `${JSON.stringify(results, replacer, 1)}\n`;
+}
+
+/** A results.json as written by runEval, infinite scores restored (NaN scores read back as null). */
+export function readEvalResults(path: string): EvalResults {
+  return JSON.parse(readFileSync(path, 'utf8'), (key, value: unknown) =>
+    SCORE_KEYS.has(key) && (value === 'Infinity' || value === '-Infinity') ? Number(value) : value,
+  ) as EvalResults;
+}
+
 const ALL_INPUTS: readonly MethodInput[] = [
   'target caption',
   'source caption',
@@ -100,14 +117,6 @@ function caseInputs(c: EvalCase): MethodInput[] {
     ...(c.drag ? (['drag points'] as const) : []),
     ...(c.target01 ? (['ground truth'] as const) : []),
   ];
-}
-
-/** The suite indices k of the first `count` cases of `task` whose EmojiWorld edit is one of `edits`. */
-function suiteIndices(task: EvalTask, count: number, edits?: readonly EditTask[]): number[] {
-  const indices: number[] = [];
-  for (let k = 0; indices.length < count; k++)
-    if (!edits || edits.includes(suiteWorldTask(task, k))) indices.push(k);
-  return indices;
 }
 
 function sameRun(previous: EvalResults, next: EvalResults): boolean {
@@ -170,7 +179,7 @@ export async function runEval(
   if (existsSync(resultsPath)) {
     let previous: EvalResults | undefined;
     try {
-      previous = JSON.parse(readFileSync(resultsPath, 'utf8')) as EvalResults;
+      previous = readEvalResults(resultsPath);
     } catch {
       previous = undefined;
     }
@@ -201,7 +210,10 @@ export async function runEval(
         .slice(0, o.cases * o.tasks.length)
         .map((c, k) => ({ task: c.task, id: c.id, k, inputs: caseInputs(c), load: async () => c }))
     : o.tasks.flatMap((task) =>
-        suiteIndices(task, o.cases, o.variants?.[task]).map((k) => ({
+        suiteCaseIndices(task, o.cases, scene, {
+          edits: o.variants?.[task],
+          onSkip: (id, reason) => o.log?.(`${id}: skipped, not in this world subset (${reason})`),
+        }).map((k) => ({
           task,
           id: `${task}-${k}`,
           k,
@@ -248,7 +260,7 @@ export async function runEval(
       });
       done.add(`${c.id}|${method.key}`);
       o.onProgress?.(++finished, total, `${slot.task} · ${method.label}`);
-      await writeFileAtomic(resultsPath, `${JSON.stringify(results, null, 1)}\n`);
+      await writeFileAtomic(resultsPath, serializeResults(results));
     }
     if (wantExample) {
       const file = `${c.id.replace(/[^\w.-]/g, '_')}.png`;
@@ -265,11 +277,11 @@ export async function runEval(
         ],
       });
       examplesPerTask.set(slot.task, (examplesPerTask.get(slot.task) ?? 0) + 1);
-      await writeFileAtomic(resultsPath, `${JSON.stringify(results, null, 1)}\n`);
+      await writeFileAtomic(resultsPath, serializeResults(results));
     }
   }
   results.finishedAt = new Date().toISOString();
-  await writeFileAtomic(resultsPath, `${JSON.stringify(results, null, 1)}\n`);
+  await writeFileAtomic(resultsPath, serializeResults(results));
   await writeReport(o.out, results);
   return results;
 }

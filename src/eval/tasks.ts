@@ -15,15 +15,17 @@
  *
  * Cases are a fixed, versioned list: case k of task T is held-out seed `SUITE_OFFSETS[T] + k`, so results of one
  * version compare across EditKit versions and machines. A seed whose scene cannot take the edit falls back to a
- * scene that can (world/batch.ts applicableScene), deterministically.
+ * scene that can (world/batch.ts applicableScene), deterministically; where even that cannot (a move in a world
+ * subset whose objects may fill the frame), the case does not exist for that subset and runs skip it.
  */
 import { rgb8ToTensor } from '../image/io.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { applicableScene, editVocabulary } from '../world/batch.js';
-import { sampleEdit, type DragPoints, type EditTask } from '../world/edits.js';
+import { planEdit, sampleEdit, type DragPoints, type EditTask } from '../world/edits.js';
 import { renderScene } from '../world/render.js';
 import type { SampleSceneOptions, Scene } from '../world/scene.js';
 import { splitSeed } from '../world/splits.js';
+import { UserError } from '../util/errors.js';
 
 export const SUITE_VERSION = 1;
 
@@ -44,7 +46,10 @@ const WORLD_TASK: Record<EvalTask, readonly EditTask[]> = {
   action: ['move', 'resize'],
 };
 
-/** Where each task's cases start in the held-out split (1000 apart: no two tasks share a scene). */
+/** Held-out seeds reserved for each task's cases. */
+export const SUITE_CASES_PER_TASK = 1000;
+
+/** Where each task's cases start in the held-out split (SUITE_CASES_PER_TASK apart: no two tasks share a scene). */
 const SUITE_OFFSETS: Record<EvalTask, number> = {
   add: 5000,
   replace: 6000,
@@ -89,6 +94,38 @@ export function suiteWorldTask(task: EvalTask, k: number): EditTask {
 /** The EmojiWorld edits a task's cases can be. */
 export function worldTasksOf(task: EvalTask): readonly EditTask[] {
   return WORLD_TASK[task];
+}
+
+/**
+ * The suite indices k of the first `count` cases of `task` that exist at these scene options, restricted to some
+ * of the task's EmojiWorld edits (`edits`: action → moves keeps action-0, action-2, …). A case that does not exist
+ * is passed to `onSkip` with the reason.
+ */
+export function suiteCaseIndices(
+  task: EvalTask,
+  count: number,
+  scene: SampleSceneOptions,
+  options: { edits?: readonly EditTask[]; onSkip?: (id: string, reason: string) => void } = {},
+): number[] {
+  const indices: number[] = [];
+  for (let k = 0; indices.length < count && k < SUITE_CASES_PER_TASK; k++) {
+    const worldTask = suiteWorldTask(task, k);
+    if (options.edits && !options.edits.includes(worldTask)) continue;
+    const seed = splitSeed('heldout', SUITE_OFFSETS[task] + k);
+    try {
+      // planEdit is what sampleEdit does before any pixel: it throws where the scene cannot take the edit.
+      planEdit(applicableScene(seed, worldTask, scene), worldTask, seed, editVocabulary(scene));
+      indices.push(k);
+    } catch (error) {
+      if (!(error instanceof UserError)) throw error;
+      options.onSkip?.(`${task}-${k}`, error.message);
+    }
+  }
+  if (indices.length < count)
+    throw new UserError(
+      `task ${task} has ${indices.length} cases${options.edits ? ` of ${options.edits.join('/')}` : ''} in this world subset, fewer than the ${count} asked for`,
+    );
+  return indices;
 }
 
 /** Case k of `task` (k from 0), at the given scene options (the model's subset and size). */

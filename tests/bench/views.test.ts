@@ -11,7 +11,7 @@ import { CommanderError } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { diffEditBenchMain } from '../../src/bench/diffedit.js';
 import { dragBenchMain } from '../../src/bench/drag.js';
-import type { EvalResults } from '../../src/eval/run.js';
+import { readEvalResults, type EvalResults } from '../../src/eval/run.js';
 import { EMOJI_LDM } from '../support/bundled_model.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'editkit-views-'));
@@ -19,7 +19,7 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 const common = ['--model', EMOJI_LDM, '--device', 'cpu', '--threads', '1', '--examples', '1'];
 
 function readResults(out: string): EvalResults {
-  return JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as EvalResults;
+  return readEvalResults(join(out, 'results.json'));
 }
 
 describe('bench diffedit', () => {
