@@ -127,7 +127,8 @@ def diffedit_rows(summary: dict) -> list:
         rows += [
             (f"{head}: DiffEdit r={r}{default}: mask IoU with the changed region", f"{mean['maskIoU']:.3f}", "≥ 0.5",
              mean["maskIoU"] >= BARS["diffedit_iou"]),
-            (f"same, DiffEdit r={r}: edit success (judge)", _pct(mean.get("success")), "≥ 70%",
+            (f"same, DiffEdit r={r}: edit success (the judge finds every object of the target scene, none removed, "
+             "and its background)", _pct(mean.get("success")), "≥ 70%",
              None if mean.get("success") is None else mean["success"] >= BARS["diffedit_success"]),
             (f"same, DiffEdit r={r}: background PSNR outside the ground-truth region", _db(mean["preservationPsnr"]),
              "≥ 28 dB", mean["preservationPsnr"] >= BARS["diffedit_background_psnr"]),
