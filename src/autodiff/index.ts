@@ -30,9 +30,11 @@ export {
   DataType,
   decodeModel,
   graphOf,
+  isExternal,
   loadModel,
   makeTensor,
   onnx,
+  resolveExternalData,
   saveModel,
   serializeModel,
   setTensorValues,
@@ -98,4 +100,4 @@ export {
   type SafetensorsFile,
   type SafeTensor,
 } from './safetensors.js';
-export { sessionFromModel } from './session.js';
+export { gradientSessionSettings, sessionFromModel } from './session.js';

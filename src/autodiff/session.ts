@@ -4,6 +4,26 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ModelSession, type SessionOptions } from '../runtime/session.js';
 import { saveModel, type ModelProto } from './onnx_io.js';
+import type { CheckpointOptions } from './checkpoint.js';
+
+/**
+ * Session settings for a gradient model. Under checkpointing the live set rises and falls segment by segment:
+ * ORT's arena would keep its high-water mark in power-of-two chunks, and pre-packing keeps a second, re-laid-out
+ * copy of every MatMul/Conv weight (and of the backward ConvTranspose weights). Both are off there, which is what
+ * brings an SD-1.5 drag iteration at 512² under 10 GB (measured by `npm run bench -- vs-torch`); the price is a few
+ * percent of speed. Settings the caller gave explicitly win.
+ */
+export function gradientSessionSettings(
+  settings: SessionOptions,
+  checkpoint: CheckpointOptions | undefined,
+): SessionOptions {
+  if (!checkpoint) return settings;
+  return {
+    ...settings,
+    cpuMemoryArena: settings.cpuMemoryArena ?? false,
+    prepacking: settings.prepacking ?? false,
+  };
+}
 
 /**
  * An ONNX Runtime session for a model built in memory (a gradient model, a rewritten UNet). It goes through a

@@ -17,6 +17,7 @@ import {
   type CheckpointReport,
   type ModelProto,
   graphOf,
+  gradientSessionSettings,
   loadModel,
   mseLoss,
   sessionFromModel,
@@ -101,13 +102,12 @@ export async function measure(
   if (what === 'matmul') return { what, gflops: await matmulGflops(threads) };
   const npy = async (name: string) => readNpy(join(dir, `${name}.npy`));
   const checkpoint: CheckpointOptions | undefined = segments > 1 ? { segments } : undefined;
-  // With checkpointing the live set rises and falls segment by segment; ORT's arena would keep its high-water mark
-  // in power-of-two chunks, so the arena is off there.
+  // The session settings the pipelines use for gradient models (no arena, no pre-packed weight copies under
+  // checkpointing); EDITKIT_BENCH_PREPACK=0|1 overrides pre-packing to measure what it costs.
+  const prepackOverride = process.env.EDITKIT_BENCH_PREPACK;
   const settings = {
-    device: 'cpu' as const,
-    intraOpNumThreads: threads,
-    cpuMemoryArena: checkpoint ? false : undefined,
-    prepacking: process.env.EDITKIT_BENCH_PREPACK === '0' ? false : undefined,
+    ...gradientSessionSettings({ device: 'cpu', intraOpNumThreads: threads }, checkpoint),
+    ...(prepackOverride === undefined ? {} : { prepacking: prepackOverride !== '0' }),
     graphOptimizationLevel: process.env.EDITKIT_BENCH_ORT_LEVEL as 'extended' | undefined,
   };
   // The resident set once the model is built and loaded (the JS-side model released), before any run.

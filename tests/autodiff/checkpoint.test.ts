@@ -4,8 +4,16 @@
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { buildGradient, estimatePeakLiveBytes, loadModel, mseLoss } from '../../src/autodiff/index.js';
+import {
+  buildGradient,
+  estimatePeakLiveBytes,
+  gradientSessionSettings,
+  loadModel,
+  mseLoss,
+  sessionFromModel,
+} from '../../src/autodiff/index.js';
 import { Graph } from '../../src/autodiff/graph.js';
+import { NDArray } from '../../src/runtime/ndarray.js';
 import type { ModelProto } from '../../src/autodiff/onnx_io.js';
 import { int64Tensor, randTensor, runModel, TinyModel, values } from './harness.js';
 
@@ -82,9 +90,9 @@ describe('gradient checkpointing', () => {
         .segments;
     expect(segmentsFor(4096)).toBeGreaterThan(segmentsFor(16384));
     expect(segmentsFor(1e9)).toBe(1);
-    expect(() => buildGradient(deepChain(), { loss: 'loss', wrt: ['x'], checkpoint: { segments: 0 } })).toThrow(
-      /positive integer/,
-    );
+    expect(() =>
+      buildGradient(deepChain(), { loss: 'loss', wrt: ['x'], checkpoint: { segments: 0 } }),
+    ).toThrow(/positive integer/);
     expect(() =>
       buildGradient(deepChain(), { loss: 'loss', wrt: ['x'], checkpoint: { budgetBytes: -1 } }),
     ).toThrow(/positive/);
@@ -118,5 +126,33 @@ describe('gradient checkpointing', () => {
     expect(estimatePeakLiveBytes(Graph.fromModel(checkpointed.g.model))).toBeLessThan(
       0.8 * estimatePeakLiveBytes(Graph.fromModel(plain.g.model)),
     );
+  });
+
+  it('runs checkpointed gradient models without the arena or pre-packed weight copies, unless told otherwise', async () => {
+    const base = { device: 'cpu' as const, intraOpNumThreads: 1 };
+    expect(gradientSessionSettings(base, undefined)).toEqual(base);
+    expect(gradientSessionSettings(base, { segments: 4 })).toEqual({
+      ...base,
+      cpuMemoryArena: false,
+      prepacking: false,
+    });
+    expect(gradientSessionSettings({ ...base, prepacking: true }, { segments: 4 }).prepacking).toBe(true);
+    // ORT accepts the settings and gives the same gradient as a default session.
+    const g = buildGradient(deepChain(), { loss: 'loss', wrt: ['x'], checkpoint: { segments: 4 } });
+    const x = randTensor('float32', [8, 32], 7);
+    const plain = await runModel(g.model, { x });
+    const session = await sessionFromModel(
+      g.model,
+      gradientSessionSettings(base, { segments: 4 }),
+      'settings',
+    );
+    try {
+      const out = await session.run({ x: new NDArray(Float32Array.from(x.data as Float32Array), [8, 32]) });
+      expect(maxRelative(Array.from(out[g.gradients.x].data), values(plain[g.gradients.x]))).toBeLessThan(
+        1e-6,
+      );
+    } finally {
+      await session.release();
+    }
   });
 });

@@ -9,7 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundledWorldSubset, EMOJI_LDM } from '../support/bundled_model.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataType, graphOf, loadModel, makeTensor, type ModelProto } from '../../src/autodiff/index.js';
+import {
+  DataType,
+  graphOf,
+  loadModel,
+  makeTensor,
+  saveModel,
+  type ModelProto,
+} from '../../src/autodiff/index.js';
 import { StableDiffusionBundle } from '../../src/models/bundle.js';
 import { UNet } from '../../src/models/unet.js';
 import {
@@ -25,6 +32,7 @@ import {
   handlesReached,
   inversionStepCount,
   loadDragLora,
+  loadUnetGraph,
   mergeLora,
   motionLoss,
   motionSampling,
@@ -647,6 +655,52 @@ describe('DragDiffusion end to end on the tiny bundle', () => {
     });
     expect(again.loraLosses).toEqual([]);
     expect(maxDiff(again.image.data, first.image.data)).toBeLessThan(1e-5);
+  });
+
+  it('leaves weights an export keeps in external data on disk, with checkpointing, and edits the same', async () => {
+    // The same tiny bundle with every UNet weight moved to an external-data file (how SD 1.5 exports store theirs).
+    const { cpSync, readdirSync } = await import('node:fs');
+    const external = join(scratch, 'tiny-external');
+    cpSync(TINY, external, { recursive: true });
+    const unetPath = join(external, 'unet', 'model.onnx');
+    await saveModel(await loadModel(unetPath), unetPath, { externalDataThreshold: 64 });
+    const graph = await loadUnetGraph(unetPath);
+    expect(graph.weightsOnDisk).toBe(true);
+    expect(graph.placement.besides).toBe(unetPath);
+    const onDisk = graphOf(graph.model).initializer.filter((t) => t.dataLocation === 1);
+    expect(onDisk.length).toBeGreaterThan(10);
+    expect(onDisk.every((t) => (t.rawData?.length ?? 0) === 0)).toBe(true);
+
+    const edit = async (b: StableDiffusionBundle) =>
+      dragDiffusion(b, {
+        image,
+        handles: [[8, 8]],
+        targets: [[20, 8]],
+        loraSteps: 3,
+        loraRank: 2,
+        dragSteps: 3,
+        numInferenceSteps: 10,
+        gradientCheckpointing: { segments: 3 },
+        seed: 1,
+        intraOpNumThreads: 1,
+      });
+    const externalBundle = await StableDiffusionBundle.load(external, {
+      device: 'cpu',
+      intraOpNumThreads: 1,
+    });
+    try {
+      const inMemory = await edit(bundle);
+      const fromDisk = await edit(externalBundle);
+      // Unmerged adapters (weights on disk) and merged ones (weights in memory) differ only by rounding.
+      expect(fromDisk.losses.length).toBe(inMemory.losses.length);
+      expect(maxDiff(fromDisk.loraLosses, inMemory.loraLosses)).toBeLessThan(1e-4);
+      expect(maxDiff(fromDisk.draggedLatents.data, inMemory.draggedLatents.data)).toBeLessThan(1e-3);
+      expect(maxDiff(fromDisk.image.data, inMemory.image.data)).toBeLessThan(2e-3);
+      // Sessions were written beside the UNet and removed again.
+      expect(readdirSync(join(external, 'unet')).filter((f) => f.startsWith('.'))).toEqual([]);
+    } finally {
+      await externalBundle.release();
+    }
   });
 });
 

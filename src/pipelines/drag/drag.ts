@@ -4,7 +4,6 @@ import {
   Adam,
   extractSubgraph,
   Graph,
-  loadModel,
   makeValueInfo,
   type CheckpointOptions,
   type LoraInitA,
@@ -48,8 +47,11 @@ import {
 } from './points.js';
 import {
   foldInitializerCasts,
+  gradientSessionSettings,
+  loadUnetGraph,
   mutualSelfAttentionModel,
   sessionFromModel,
+  type SessionPlacement,
   type SessionSettings,
 } from './unet_models.js';
 
@@ -233,7 +235,11 @@ export async function dragDiffusion(
   const sessions: ModelSession[] = [];
   try {
     const embedding = (await encodePrompt(bundle, options.prompt ?? '', undefined, 1)).cond;
-    const base = await loadModel(join(bundle.dir, 'unet', 'model.onnx'));
+    const {
+      model: base,
+      placement,
+      weightsOnDisk,
+    } = await loadUnetGraph(join(bundle.dir, 'unet', 'model.onnx'));
     foldInitializerCasts(base);
 
     // ---- 1. LoRA on the input image ---------------------------------------------------------------------------
@@ -264,14 +270,17 @@ export async function dragDiffusion(
           checkpoint: options.gradientCheckpointing,
         },
         settings,
+        placement,
       );
       lora = trained.lora;
       loraLosses = trained.losses;
     }
-    const unetModel = lora ? mergeLora(base, lora) : base;
+    // Merged weights run faster; where the weights stay on disk, the adapters stay a branch beside them instead of
+    // a second copy of every adapted weight in memory.
+    const unetModel = lora ? (weightsOnDisk ? lora.model : mergeLora(base, lora)) : base;
     let unet = bundle.unet;
     if (lora) {
-      const session = await sessionFromModel(unetModel, settings, 'unet_lora');
+      const session = await sessionFromModel(unetModel, settings, 'unet_lora', placement);
       sessions.push(session);
       unet = new UNet(session);
     }
@@ -315,6 +324,7 @@ export async function dragDiffusion(
       timestepShape,
       settings,
       t,
+      placement,
     );
     const [, featureChannels, featureHeight, featureWidth] = featureShape;
     const grid = new FeatureGrid(featureChannels, featureHeight, featureWidth, gridHeight, gridWidth);
@@ -338,7 +348,12 @@ export async function dragDiffusion(
       points: pointsPerRun,
       checkpoint: options.gradientCheckpointing,
     });
-    const dragSession = await sessionFromModel(dragModel.model, settings, 'drag_gradient');
+    const dragSession = await sessionFromModel(
+      dragModel.model,
+      gradientSessionSettings(settings, options.gradientCheckpointing),
+      'drag_gradient',
+      placement,
+    );
     sessions.push(dragSession);
     meter.ready();
     const { a, b } = affineStep(scheduler, t);
@@ -418,7 +433,7 @@ export async function dragDiffusion(
     if (mutual) {
       const rewritten = mutualSelfAttentionModel(unetModel, { startLayer: options.mutualStartLayer });
       mutualLayers = rewritten.layers;
-      const session = await sessionFromModel(rewritten.model, settings, 'unet_mutual');
+      const session = await sessionFromModel(rewritten.model, settings, 'unet_mutual', placement);
       sessions.push(session);
       const mutualUnet = new UNet(session);
       const context = NDArray.concat([embedding, embedding]);
@@ -496,6 +511,7 @@ async function inferFeatureShape(
   timestepShape: readonly number[],
   settings: SessionSettings,
   t: number,
+  placement: SessionPlacement,
 ): Promise<number[]> {
   try {
     const graph = Graph.fromModel(unet);
@@ -515,7 +531,12 @@ async function inferFeatureShape(
   } catch {
     // Fall through to measuring it.
   }
-  const session = await sessionFromModel(extractSubgraph(unet, [feature]), settings, 'feature_probe');
+  const session = await sessionFromModel(
+    extractSubgraph(unet, [feature]),
+    settings,
+    'feature_probe',
+    placement,
+  );
   try {
     const feeds: Record<string, NDArray> = {
       sample: NDArray.zeros(sampleShape),

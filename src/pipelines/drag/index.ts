@@ -54,10 +54,14 @@ export {
 } from './points.js';
 export {
   foldInitializerCasts,
+  gradientSessionSettings,
+  loadUnetGraph,
   mutualSelfAttentionModel,
   sessionFromModel,
   type MutualAttentionOptions,
+  type SessionPlacement,
   type SessionSettings,
+  type UnetGraph,
 } from './unet_models.js';
 export { drawDragArrows, saveDragArrows, type ArrowPictureOptions, type PanelArrows } from './arrows.js';
 export { DiftFeaturizer, matchPoints, type DiftOptions } from './dift.js';

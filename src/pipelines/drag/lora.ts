@@ -40,7 +40,12 @@ import { NDArray } from '../../runtime/ndarray.js';
 import type { Generator } from '../../runtime/random.js';
 import { createScheduler } from '../../schedulers/index.js';
 import { UserError } from '../../util/errors.js';
-import { sessionFromModel, type SessionSettings } from './unet_models.js';
+import {
+  gradientSessionSettings,
+  sessionFromModel,
+  type SessionPlacement,
+  type SessionSettings,
+} from './unet_models.js';
 
 /** diffusers names the UNet's adapters `unet.<module>.…` in a pipeline's LoRA file. */
 export const LORA_PREFIX = 'unet.';
@@ -125,6 +130,7 @@ export async function trainDragLora(
   input: LoraTrainingInput,
   options: DragLoraOptions,
   settings: SessionSettings,
+  placement: SessionPlacement = {},
 ): Promise<TrainedLora> {
   const rank = options.rank ?? 16;
   const steps = options.steps ?? 80;
@@ -165,7 +171,12 @@ export async function trainDragLora(
     inputShapes,
     checkpoint: options.checkpoint,
   });
-  const session = await sessionFromModel(gradient.model, settings, 'lora_gradient');
+  const session = await sessionFromModel(
+    gradient.model,
+    gradientSessionSettings(settings, options.checkpoint),
+    'lora_gradient',
+    placement,
+  );
   input.onReady?.();
   try {
     const inits = new Map(graphOf(lora.model).initializer.map((t) => [t.name, t]));

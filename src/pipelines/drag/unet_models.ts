@@ -2,14 +2,58 @@
  * UNet graph variants DragDiffusion runs, made from the bundle's ONNX file: sessions from in-memory models, the
  * float16-storage fold LoRA needs, and the mutual self-attention rewrite of the final denoising.
  */
-import { Graph, GraphBuilder, type ModelProto } from '../../autodiff/index.js';
+import { dirname } from 'node:path';
+import {
+  DataType,
+  Graph,
+  GraphBuilder,
+  graphOf,
+  isExternal,
+  loadModel,
+  resolveExternalData,
+  type ModelProto,
+} from '../../autodiff/index.js';
 
 // Session helpers shared with the rest of EditKit; re-exported for the drag modules that import them from here.
-export { sessionFromModel } from '../../autodiff/session.js';
+export { gradientSessionSettings, sessionFromModel } from '../../autodiff/session.js';
 export type { SessionOptions as SessionSettings } from '../../runtime/session.js';
 
 // Lives with the LoRA rewrite, which needs it; re-exported for the drag modules that import it from here.
 export { foldInitializerCasts } from '../../autodiff/lora.js';
+
+/** Where sessions of graphs made from a UNet are written: beside the original when it keeps weights on disk. */
+export interface SessionPlacement {
+  besides?: string;
+}
+
+export interface UnetGraph {
+  model: ModelProto;
+  placement: SessionPlacement;
+  /** True when some weights stay in the export's external-data file(s) and were not read into JavaScript. */
+  weightsOnDisk: boolean;
+}
+
+/**
+ * The UNet's graph for DragDiffusion's rewrites (LoRA, the drag gradient, mutual self-attention). Weights an export
+ * keeps in external-data files (SD 1.5: 3.4 GB) are not read: every graph made from this one still points at
+ * them, and its session is written beside the original so that ONNX Runtime reads them from there. Only weights
+ * stored as float16 behind a Cast are read, because LoRA folds those casts.
+ */
+export async function loadUnetGraph(path: string): Promise<UnetGraph> {
+  const model = await loadModel(path, { externalData: false });
+  const g = graphOf(model);
+  const external = g.initializer.filter(isExternal);
+  if (external.length === 0) return { model, placement: {}, weightsOnDisk: false };
+  const castSources = new Set(g.node.filter((n) => n.opType === 'Cast').map((n) => n.input[0]));
+  const needsValues = external.some(
+    (t) => castSources.has(t.name) && (t.dataType === DataType.FLOAT16 || t.dataType === DataType.BFLOAT16),
+  );
+  if (needsValues) {
+    await resolveExternalData(model, dirname(path));
+    return { model, placement: {}, weightsOnDisk: false };
+  }
+  return { model, placement: { besides: path }, weightsOnDisk: true };
+}
 
 export interface MutualAttentionOptions {
   /**
