@@ -938,20 +938,12 @@ export async function diffusionClipBenchMain(argv: readonly string[], defaultMod
       const mix = o.mix.split(',').map(Number);
       if (mix.length !== 2 || !mix.every((w) => w > 0))
         throw new UserError('--mix takes two positive weights, e.g. 1,1');
-      const result = await benchDiffusionClipMulti(bundle, clip, judge, {
+      const report = await benchDiffusionClipMulti(bundle, clip, judge, {
         ...options,
         attribute: o.multi as 'style',
         mix: [mix[0], mix[1]],
       });
-      console.log(
-        multiMarkdown({
-          edit: `${options.from} → ${options.to} and flat → glossy`,
-          split: options.split,
-          cases: options.cases,
-          finetune: { seconds: result.finetuneSeconds },
-          summary: result.summary,
-        }),
-      );
+      console.log(multiMarkdown(report));
     } else if (o.sweep) {
       const settings = JSON.parse(await readFile(o.sweep, 'utf8')) as SweepSetting[];
       const { baselines, rows } = await sweepDiffusionClip(
