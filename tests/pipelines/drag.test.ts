@@ -698,6 +698,22 @@ describe('DragDiffusion end to end on the tiny bundle', () => {
       expect(maxDiff(fromDisk.image.data, inMemory.image.data)).toBeLessThan(2e-3);
       // Sessions were written beside the UNet and removed again.
       expect(readdirSync(join(external, 'unet')).filter((f) => f.startsWith('.'))).toEqual([]);
+      // The bundle's own UNet was freed for the run and loads again when next used.
+      expect(externalBundle.unet.session.isLoaded).toBe(false);
+      expect(bundle.unet.session.isLoaded).toBe(true);
+      const latents = NDArray.zeros([1, 4, 4, 4]);
+      // Eight tokens of the UNet's context width (the sequence length is symbolic in the export).
+      const context = NDArray.zeros([
+        1,
+        8,
+        Number(bundle.unet.session.input('encoder_hidden_states').shape[2]),
+      ]);
+      const [again, reference] = await Promise.all([
+        externalBundle.unet.predict(latents, 500, context),
+        bundle.unet.predict(latents, 500, context),
+      ]);
+      expect(externalBundle.unet.session.isLoaded).toBe(true);
+      expect(maxDiff(again.data, reference.data)).toBeLessThan(1e-5);
     } finally {
       await externalBundle.release();
     }

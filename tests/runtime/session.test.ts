@@ -106,6 +106,27 @@ describe('ModelSession', () => {
     await expect(ModelSession.create(corrupt, { device: 'cpu' })).rejects.toThrow(ModelError);
   });
 
+  it('unloads its weights between uses and loads them again for the next run; refuses after release', async () => {
+    const session = await ModelSession.create(join(FIXTURES, 'external_matmul.onnx'), { device: 'cpu' });
+    const x = new Generator(5).randn([2, 64]);
+    const before = (await session.run({ x })).y;
+    expect(await session.unload()).toBe(true);
+    expect(session.isLoaded).toBe(false);
+    expect(await session.unload()).toBe(false);
+    expect(session.input('x').shape).toEqual(['n', 64]);
+    const [a, b] = await Promise.all([session.run({ x }), session.run({ x })]);
+    expect(session.isLoaded).toBe(true);
+    expect(Array.from(a.y.data)).toEqual(Array.from(before.data));
+    expect(Array.from(b.y.data)).toEqual(Array.from(before.data));
+    // Not while a run is in progress.
+    const running = session.run({ x });
+    expect(await session.unload()).toBe(false);
+    await running;
+    await session.release();
+    await expect(session.run({ x })).rejects.toThrow(/released/);
+    await session.release();
+  });
+
   it('rejects unknown input names with the list of real ones', async () => {
     const session = await ModelSession.create(join(FIXTURES, 'ids_int64.onnx'), { device: 'cpu' });
     await expect(session.run({ ids: new IntArray(Int32Array.from([1]), [1, 1]) })).rejects.toThrow(

@@ -227,6 +227,9 @@ export function dragCommand(): Command {
         targets: result.points.targets,
         feature: result.feature.tensor,
         stageSeconds: totals,
+        stagePeakRssMiB: Object.fromEntries(
+          Object.entries(result.stats).map(([k, v]) => [k, Math.round(v.peakRssMiB)]),
+        ),
         lora: options.lora ?? (result.lora ? (options.saveLora ?? 'trained, not saved') : 'none'),
         arrows: options.arrows,
         warnings: result.warnings,

@@ -241,6 +241,11 @@ export async function dragDiffusion(
       weightsOnDisk,
     } = await loadUnetGraph(join(bundle.dir, 'unet', 'model.onnx'));
     foldInitializerCasts(base);
+    const mutual = options.mutualSelfAttention ?? true;
+    const usesLora = options.loraFile !== undefined || loraSteps > 0;
+    // A large model (weights kept on disk) with LoRA never runs the bundle's own UNet here: free it for the run,
+    // it loads again on its next use. At SD 1.5 that is 3.4 GB of weights plus ONNX Runtime's pre-packed copies.
+    if (weightsOnDisk && usesLora) await bundle.unet.session.unload();
 
     // ---- 1. LoRA on the input image ---------------------------------------------------------------------------
     meter.start('lora');
@@ -307,6 +312,8 @@ export async function dragDiffusion(
       zt = inverse.step(eps, s, zt).prevSample;
       report('invert', i + 1, inverseTimesteps.length);
     }
+    // With mutual self-attention the denoising runs its own UNet variant: the inversion's LoRA UNet is done.
+    if (lora && mutual) await unet.session.release();
     meter.end();
 
     // ---- 3. Latent optimisation: motion supervision + point tracking ----------------------------------------------
@@ -422,11 +429,11 @@ export async function dragDiffusion(
       report('drag', step + 1, dragSteps);
     }
     const dragged = z.clone();
+    await dragSession.release();
     meter.end();
 
     // ---- 4. Denoise from the optimised z_t -------------------------------------------------------------------
     meter.start('denoise');
-    const mutual = options.mutualSelfAttention ?? true;
     let mutualLayers: string[] = [];
     let latents: NDArray;
     const timesteps = scheduler.timesteps.slice(startIndex);
