@@ -10,8 +10,8 @@ import type { CheckpointOptions } from './checkpoint.js';
  * Session settings for a gradient model. Under checkpointing the live set rises and falls segment by segment:
  * ORT's arena would keep its high-water mark in power-of-two chunks, and pre-packing keeps a second, re-laid-out
  * copy of every MatMul/Conv weight (and of the backward ConvTranspose weights). Both are off there, which is what
- * brings an SD-1.5 drag iteration at 512² under 10 GB (measured by `npm run bench -- vs-torch`); the price is a few
- * percent of speed. Settings the caller gave explicitly win.
+ * brings an SD-1.5 drag iteration at 512² under 10 GB (measured by `npm run bench -- vs-torch`: 10.4 → 9.6 GB, at
+ * most 8–16 % slower). Settings the caller gave explicitly win.
  */
 export function gradientSessionSettings(
   settings: SessionOptions,

@@ -299,9 +299,9 @@ export async function benchDiffusionClipMulti(
     const { c } = await multiCase(seed, options, scene);
     const sourceVerdict = await judge.judge(c.source01);
     const sourceEmbed = await clip.embedImages(c.source01);
-    const [sourceText, backgroundText, styleText] = rows(
-      await clip.embedTexts([c.sourceCaption, c.backgroundCaption, c.styleCaption]),
-    );
+    const [sourceText, backgroundText, styleText] = (
+      await clip.embedTexts([c.sourceCaption, c.backgroundCaption, c.styleCaption])
+    ).chunk(3);
     agreement.background.push(
       directionalSimilarity(
         sourceEmbed,
@@ -405,12 +405,6 @@ export async function benchDiffusionClipMulti(
   await writeFileAtomic(join(options.out, 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
   await writeFileAtomic(join(options.out, 'results.md'), multiMarkdown(report));
   return report;
-}
-
-/** The rows of [N, D] as [1, D] arrays. */
-function rows(x: NDArray): NDArray[] {
-  const [n, d] = x.shape;
-  return Array.from({ length: n }, (_, i) => new NDArray(x.data.slice(i * d, (i + 1) * d), [1, d]));
 }
 
 export function multiMarkdown(report: MultiReport): string {

@@ -550,6 +550,19 @@ describe('LoRA on the input image', () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('DragDiffusion end to end on the tiny bundle', () => {
+  /** One pair dragged 12 px right in 3 iterations, 10 DDIM steps, seed 1: the short runs below differ only in `rest`. */
+  const shortDrag = (b: StableDiffusionBundle, rest: Partial<Parameters<typeof dragDiffusion>[1]>) =>
+    dragDiffusion(b, {
+      image,
+      handles: [[8, 8]],
+      targets: [[20, 8]],
+      dragSteps: 3,
+      numInferenceSteps: 10,
+      seed: 1,
+      intraOpNumThreads: 1,
+      ...rest,
+    });
+
   it('runs every stage with progress, and returns the right shapes and bookkeeping', async () => {
     const stages: string[] = [];
     const mask = NDArray.zeros([1, 1, 32, 32]).map((_, i) => (i % 32 < 24 ? 1 : 0));
@@ -615,44 +628,15 @@ describe('DragDiffusion end to end on the tiny bundle', () => {
   });
 
   it('without LoRA or mutual attention, and with a saved LoRA file reused', async () => {
-    const plain = await dragDiffusion(bundle, {
-      image,
-      handles: [[8, 8]],
-      targets: [[20, 8]],
-      loraSteps: 0,
-      dragSteps: 3,
-      numInferenceSteps: 10,
-      mutualSelfAttention: false,
-      seed: 1,
-      intraOpNumThreads: 1,
-    });
+    const plain = await shortDrag(bundle, { loraSteps: 0, mutualSelfAttention: false });
     expect(plain.lora).toBeUndefined();
     expect(plain.mutualLayers).toEqual([]);
     expect(plain.image.shape).toEqual([1, 3, 32, 32]);
 
-    const first = await dragDiffusion(bundle, {
-      image,
-      handles: [[8, 8]],
-      targets: [[20, 8]],
-      loraSteps: 3,
-      loraRank: 2,
-      dragSteps: 3,
-      numInferenceSteps: 10,
-      seed: 1,
-      intraOpNumThreads: 1,
-    });
+    const first = await shortDrag(bundle, { loraSteps: 3, loraRank: 2 });
     const path = join(scratch, 'drag-lora.safetensors');
     await saveDragLora(path, first.lora!);
-    const again = await dragDiffusion(bundle, {
-      image,
-      handles: [[8, 8]],
-      targets: [[20, 8]],
-      loraFile: path,
-      dragSteps: 3,
-      numInferenceSteps: 10,
-      seed: 1,
-      intraOpNumThreads: 1,
-    });
+    const again = await shortDrag(bundle, { loraFile: path });
     expect(again.loraLosses).toEqual([]);
     expect(maxDiff(again.image.data, first.image.data)).toBeLessThan(1e-5);
   });
@@ -671,19 +655,8 @@ describe('DragDiffusion end to end on the tiny bundle', () => {
     expect(onDisk.length).toBeGreaterThan(10);
     expect(onDisk.every((t) => (t.rawData?.length ?? 0) === 0)).toBe(true);
 
-    const edit = async (b: StableDiffusionBundle) =>
-      dragDiffusion(b, {
-        image,
-        handles: [[8, 8]],
-        targets: [[20, 8]],
-        loraSteps: 3,
-        loraRank: 2,
-        dragSteps: 3,
-        numInferenceSteps: 10,
-        gradientCheckpointing: { segments: 3 },
-        seed: 1,
-        intraOpNumThreads: 1,
-      });
+    const edit = (b: StableDiffusionBundle) =>
+      shortDrag(b, { loraSteps: 3, loraRank: 2, gradientCheckpointing: { segments: 3 } });
     const externalBundle = await StableDiffusionBundle.load(external, {
       device: 'cpu',
       intraOpNumThreads: 1,
