@@ -31,6 +31,7 @@ import {
   type AdapterKind,
   type DiffusionClipResult,
   type DiffusionClipUpdate,
+  type DirectionReference,
   type GradientScheme,
 } from '../pipelines/diffusion_clip/finetune.js';
 import { CLIP_VIEWS, type ClipView } from '../pipelines/diffusion_clip/models.js';
@@ -96,6 +97,8 @@ export interface FinetuneSettings {
   generationSteps?: number;
   loraRank?: number;
   viewNoise?: number;
+  directionReference?: DirectionReference;
+  changeFloor?: number;
   texts: TextMode;
   views: ViewPreset;
 }
@@ -263,6 +266,8 @@ export async function finetuneEdit(
     generationSteps: settings.generationSteps,
     loraRank: settings.loraRank,
     viewNoise: settings.viewNoise,
+    directionReference: settings.directionReference,
+    changeFloor: settings.changeFloor,
     clipViews: VIEW_PRESETS[settings.views],
     intraOpNumThreads: threads,
   });
@@ -793,7 +798,7 @@ function markdown(report: DiffusionClipReport): string {
   return [
     `DiffusionCLIP benchmark: ${report.edit}, ${report.cases} ${report.split === 'heldout' ? 'held-out' : 'validation'} EmojiWorld scenes with ground truth.`,
     `Fine-tuning: ${report.finetune.images} images × ${report.finetune.epochs} epochs, ${report.finetune.updates} updates, ${fmt(report.finetune.seconds, 1)} s, RSS ${fmt(report.finetune.rssMiB, 0)} MiB ` +
-      `(${s.adapter}, ${s.gradient}, t₀ ${s.t0}, S_gen ${s.generationSteps}, lr ${s.learningRate}, λ_L1 ${s.lambdaL1}, λ_global ${s.lambdaGlobal}, texts: ${s.texts}, views: ${s.views}).`,
+      `(${s.adapter}, ${s.gradient}, t₀ ${s.t0}, S_gen ${s.generationSteps}, lr ${s.learningRate}, λ_L1 ${s.lambdaL1}, λ_global ${s.lambdaGlobal}, reference: ${s.directionReference ?? 'input'}, texts: ${s.texts}, views: ${s.views}).`,
     '',
     '| method | success ↑ | objects kept ↑ | directional CLIP ↑ | PSNR to GT dB ↑ | PSNR on objects dB ↑ | LPIPS-style on objects ↓ | s/edit | judge backgrounds |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -854,6 +859,11 @@ export async function diffusionClipBenchMain(argv: readonly string[], defaultMod
     .option('--l1 <λ>', 'weight of the identity L1', String(BENCH_DEFAULTS.lambdaL1))
     .option('--global <λ>', 'weight of the global CLIP term (0: off)', String(BENCH_DEFAULTS.lambdaGlobal))
     .option('--generation-steps <n>', 'S_gen in fine-tuning (default: the pipeline’s)')
+    .addOption(
+      new Option('--direction-reference <what>', 'what the CLIP change is measured from')
+        .choices(['input', 'original'])
+        .default('input'),
+    )
     .addOption(
       new Option(
         '--texts <mode>',
@@ -918,6 +928,7 @@ export async function diffusionClipBenchMain(argv: readonly string[], defaultMod
       lambdaL1: optional(o.l1),
       lambdaGlobal: optional(o.global),
       generationSteps: optional(o.generationSteps),
+      directionReference: o.directionReference as DirectionReference,
       texts: o.texts as TextMode,
       views: o.views as ViewPreset,
     },

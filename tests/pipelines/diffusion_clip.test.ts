@@ -114,6 +114,8 @@ describe('the step-loss graph', () => {
     )) as NDArray;
     feeds[CLIP_LOSS_INPUTS.x0Coefficients] = new NDArray(Float32Array.from(ddimCoefficients(a, 1).x0), [2]);
     feeds[CLIP_LOSS_INPUTS.sourceImage] = images[1];
+    // A different image, so that the test tells the directional term's reference from the identity term's source.
+    feeds[CLIP_LOSS_INPUTS.referenceImage] = images[2];
     feeds[CLIP_LOSS_INPUTS.viewNoise] = NDArray.zeros([CLIP_VIEWS.length, 3, 64, 64]);
     const texts = await clip.embedTexts(['a photo on the grass', 'a photo on the snow']);
     feeds[CLIP_LOSS_INPUTS.textDirection] = new NDArray(
@@ -139,6 +141,7 @@ describe('the step-loss graph', () => {
       const [cx, ce] = feeds[CLIP_LOSS_INPUTS.x0Coefficients].data;
       const image = await bundle.vaeDecoder.decodeRaw(feeds.sample.axpby(cx, eps, ce));
       const source = feeds[CLIP_LOSS_INPUTS.sourceImage];
+      const reference = feeds[CLIP_LOSS_INPUTS.referenceImage];
       const l1 = image.data.reduce((s, v, i) => s + Math.abs(v - source.data[i]), 0) / image.size;
       const crop = (x: NDArray, [top, left, h, w]: readonly number[]) => {
         const y0 = Math.round(top * 64);
@@ -164,7 +167,7 @@ describe('the step-loss graph', () => {
           ),
           await clip.embedImages(
             crop(
-              source.map((v) => v / 2 + 0.5),
+              reference.map((v) => v / 2 + 0.5),
               view,
             ),
           ),
@@ -208,6 +211,67 @@ describe('the step-loss graph', () => {
         `[dclip] d loss/d ${name} · v: analytic ${analytic.toExponential(4)}, numeric ${numeric.toExponential(4)}`,
       );
       expect(Math.abs(analytic - numeric)).toBeLessThan(0.05 * Math.abs(numeric) + 1e-4);
+    }
+  });
+  it('a floor on the CLIP change: below it the directional term is a bounded projection, finite at zero change', async () => {
+    const floor = 0.02;
+    const floored = buildClipLossModel(
+      lora.model,
+      await loadModel(join(EMOJI_LDM, 'vae_decoder', 'model.onnx')),
+      await loadModel(clip.imageModelPath),
+      {
+        output: bundle.unet.outputName,
+        sampleShape: [1, 8, 16, 16],
+        contextShape: [1, 24, 128],
+        timestepShape: [1],
+        scalingFactor: bundle.vaeDecoder.scalingFactor,
+        clipProcessing: clip.processing,
+        imageSize: [64, 64],
+        lambdaClip: 1,
+        lambdaL1: 0.3,
+        changeFloor: floor,
+        parameters: params(),
+        sampleGradient: false,
+      },
+    );
+    const flooredSession = await sessionFromModel(
+      floored.model,
+      { device: 'cpu', intraOpNumThreads: 2 },
+      'dclip_floor',
+    );
+    const unet = new UNet(await sessionFromModel(mergeLora(base, lora), { device: 'cpu' }, 'merged'));
+    try {
+      // Far from the reference the floor changes nothing: the same loss as the plain cosine.
+      const plain = await session.run(feeds, [model.clipLoss]);
+      const far = await flooredSession.run(feeds, [floored.clipLoss]);
+      expect(far[floored.clipLoss].data[0]).toBeCloseTo(plain[model.clipLoss].data[0], 4);
+      // The reference is the prediction itself (the 'original' reference at the first update): the change is zero.
+      const eps = await unet.predict(feeds.sample, 300, feeds.encoder_hidden_states);
+      const [cx, ce] = feeds[CLIP_LOSS_INPUTS.x0Coefficients].data;
+      const own = await bundle.vaeDecoder.decodeRaw(feeds.sample.axpby(cx, eps, ce));
+      const names = params().map((p) => floored.gradients[p]);
+      const same = await flooredSession.run({ ...feeds, [CLIP_LOSS_INPUTS.referenceImage]: own }, [
+        floored.clipLoss,
+        ...names,
+      ]);
+      expect(same[floored.clipLoss].data[0]).toBeCloseTo(1, 3);
+      const norms = names.map((n) => Math.hypot(...same[n].data));
+      console.info(
+        `[dclip] zero change: loss ${same[floored.clipLoss].data[0].toFixed(5)}, |grad| ${norms.map((v) => v.toExponential(2)).join(' ')}`,
+      );
+      for (const v of norms) {
+        expect(Number.isFinite(v)).toBe(true);
+        expect(v).toBeGreaterThan(0);
+      }
+      // Without the floor the same point is degenerate: the cosine's gradient grows as 1/|change|.
+      const unfloored = await session.run({ ...feeds, [CLIP_LOSS_INPUTS.referenceImage]: own }, [
+        model.gradients[params()[0]],
+      ]);
+      const raw = Math.hypot(...unfloored[model.gradients[params()[0]]].data);
+      expect(!Number.isFinite(raw) || raw > 100 * norms[0]).toBe(true);
+    } finally {
+      await unet.session.release();
+      await flooredSession.release();
     }
   });
 });
@@ -265,6 +329,32 @@ describe('fine-tuning', () => {
     expect(dist(a, none)).toBeGreaterThan(1e-3);
     expect(dist(half, none)).toBeLessThan(dist(a, none));
     expect(dist(half, a)).toBeLessThan(dist(a, none));
+  });
+
+  it("'original' reference: the change starts at zero (loss 1), then follows the text; per-step and chain", async () => {
+    for (const gradient of ['per-step', 'chain'] as const) {
+      const result = await diffusionClipFinetune(bundle, clip, {
+        images: images.slice(0, 1),
+        sourceText: 'a photo on the grass',
+        targetText: 'a photo on the snow',
+        directionReference: 'original',
+        gradient,
+        epochs: gradient === 'chain' ? 4 : 2,
+        generationSteps: 3,
+        inversionSteps: 6,
+        learningRate: 5e-4,
+        intraOpNumThreads: 2,
+      });
+      const losses = result.updates.map((u) => u.clipLoss);
+      console.info(
+        `[dclip] 'original' reference, ${gradient}: CLIP loss ${losses.map((v) => v.toFixed(4)).join(' ')}`,
+      );
+      // LoRA's B starts at zero: the tuned model is the original, so the first change is nil.
+      expect(losses[0]).toBeCloseTo(1, 3);
+      expect(losses.every(Number.isFinite)).toBe(true);
+      expect(Math.min(...losses.slice(1))).toBeLessThan(0.99);
+      expect(result.settings).toMatchObject({ directionReference: 'original', changeFloor: 0.02 });
+    }
   });
 
   it('the full chain: one update per image, and a full-weight delta that applies', async () => {

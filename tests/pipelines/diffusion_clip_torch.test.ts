@@ -154,6 +154,8 @@ async function compareWithTorch(
     encoder_hidden_states: context,
     [CLIP_LOSS_INPUTS.x0Coefficients]: new NDArray(Float32Array.from(reference.x0_coefficients), [2]),
     [CLIP_LOSS_INPUTS.sourceImage]: await npy(reference.inputs.source_image),
+    // The paper's loss: the directional term measures the change from x₀ too.
+    [CLIP_LOSS_INPUTS.referenceImage]: await npy(reference.inputs.source_image),
     [CLIP_LOSS_INPUTS.viewNoise]: await npy(reference.inputs.view_noise),
     [CLIP_LOSS_INPUTS.textDirection]: await npy(reference.inputs.text_direction),
     [CLIP_LOSS_INPUTS.targetText]: await npy(reference.inputs.target_text),

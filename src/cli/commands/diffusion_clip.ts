@@ -8,6 +8,7 @@ import { diffusionClipEdit, loadDeltas } from '../../pipelines/diffusion_clip/ed
 import {
   diffusionClipFinetune,
   type AdapterKind,
+  type DirectionReference,
   type GradientScheme,
 } from '../../pipelines/diffusion_clip/finetune.js';
 import { NDArray } from '../../runtime/ndarray.js';
@@ -58,6 +59,7 @@ interface FinetuneCliOptions extends RuntimeOptions {
   loraRank: number;
   l1: number;
   global: number;
+  directionReference: DirectionReference;
   seed: number;
   lossPlot?: string;
   preview?: string;
@@ -155,6 +157,14 @@ export function clipFinetuneCommand(): Command {
       parseNumber('--global', 0, 1000),
       0,
     )
+    .addOption(
+      new Option(
+        '--direction-reference <what>',
+        "what the CLIP change is measured from: 'input' (the paper), or 'original': the original model's prediction from the same state",
+      )
+        .choices(['input', 'original'])
+        .default('input'),
+    )
     .option(
       '--seed <n>',
       'seed of the LoRA init and the CLIP view noise',
@@ -203,6 +213,7 @@ export function clipFinetuneCommand(): Command {
             loraRank: options.loraRank,
             lambdaL1: options.l1,
             lambdaGlobal: options.global,
+            directionReference: options.directionReference,
             seed: options.seed,
             intraOpNumThreads: options.threads,
             onProgress,

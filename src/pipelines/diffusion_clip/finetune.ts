@@ -56,6 +56,15 @@ import {
 import { alphaBar, ddimCoefficients, ddimMove, diffusionClipTimesteps } from './schedule.js';
 
 export type GradientScheme = 'per-step' | 'chain';
+/**
+ * What the directional term measures the CLIP change from:
+ * - 'input': the input image x₀ (the paper's loss). In the per-step scheme x̂₀ at a high t is a blurred guess, so
+ *   the change it sees is mostly the blur, and the loss asks the fine-tuning to bend the blur toward the text.
+ * - 'original': what the original model produces from the same state: its x̂₀ at the same x_t (per-step), or its
+ *   generation from the same inversion (chain). The change is then the fine-tuning's alone, as StyleGAN-NADA
+ *   measures it against a frozen generator.
+ */
+export type DirectionReference = 'input' | 'original';
 export type AdapterKind = 'lora' | 'full';
 
 export interface DiffusionClipOptions {
@@ -88,6 +97,10 @@ export interface DiffusionClipOptions {
    */
   imageTargetTexts?: readonly string[];
   gradient?: GradientScheme;
+  /** What the directional term measures the change from (default 'input'; see {@link DirectionReference}). */
+  directionReference?: DirectionReference;
+  /** Floor on the CLIP change's length in the directional cosine (default 0.02 with 'original', else 0). */
+  changeFloor?: number;
   /** Standard deviation of the pixel noise on CLIP's views, in [0, 1] units (default 0.03; 0 for none). */
   viewNoise?: number;
   /** The crops CLIP sees of each image (default {@link CLIP_VIEWS}). */
@@ -271,6 +284,9 @@ export async function diffusionClipFinetune(
       `give one global target text per training image: ${options.imageTargetTexts.length} texts, ${options.images.length} images`,
     );
   const settings: SessionSettings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
+  const directionReference = options.directionReference ?? 'input';
+  const changeFloor = options.changeFloor ?? (directionReference === 'original' ? 0.02 : 0);
+  if (!(changeFloor >= 0)) throw new UserError(`the change floor must be ≥ 0, got ${changeFloor}`);
 
   // Text direction and the images' own embeddings: fixed for the whole run.
   const views = options.clipViews ?? CLIP_VIEWS;
@@ -340,6 +356,7 @@ export async function diffusionClipFinetune(
     lambdaL1,
     lambdaGlobal,
     views,
+    changeFloor,
     parameters: trainable.parameters,
     sampleGradient: scheme === 'chain',
   };
@@ -371,9 +388,29 @@ export async function diffusionClipFinetune(
       lossModel.output,
       ...(lossModel.globalLoss ? [lossModel.globalLoss] : []),
     ];
-    const common = (i: number) => ({
+    const decoder = bundle.vaeDecoder;
+    // The original model's x̂₀ at x_t, decoded: the per-step scheme's 'original' reference.
+    const originalPrediction = async (x: NDArray, t: number, x0Coefficients: readonly number[]) => {
+      const eps = await bundle.unet.predict(x, t, embedding);
+      return decoder.decodeRaw(x.axpby(x0Coefficients[0], eps, x0Coefficients[1]));
+    };
+    // The chain's 'original' reference: the original model's own generation from each inversion (it never changes).
+    const originalGenerations: (NDArray | undefined)[] = [];
+    const originalGeneration = async (i: number) => {
+      if (!originalGenerations[i]) {
+        let x = inverted[i];
+        for (const [t, next] of pairs) {
+          const eps = await bundle.unet.predict(x, t, embedding);
+          x = ddimMove(x, eps, alphaBar(alphas, t), alphaBar(alphas, next));
+        }
+        originalGenerations[i] = await decoder.decodeRaw(x);
+      }
+      return originalGenerations[i]!;
+    };
+    const common = (i: number, reference: NDArray) => ({
       encoder_hidden_states: embedding,
       [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
+      [CLIP_LOSS_INPUTS.referenceImage]: reference,
       [CLIP_LOSS_INPUTS.viewNoise]: gen
         .randn([views.length, 3, clip.processing.size, clip.processing.size])
         .scale(viewNoise),
@@ -389,9 +426,13 @@ export async function diffusionClipFinetune(
           let x = inverted[i];
           for (const [step, [t, next]] of pairs.entries()) {
             const coefficients = ddimCoefficients(alphaBar(alphas, t), alphaBar(alphas, next));
+            const reference =
+              directionReference === 'original'
+                ? await originalPrediction(x, t, coefficients.x0)
+                : options.images[i];
             const out = await lossSession.run(
               {
-                ...common(i),
+                ...common(i, reference),
                 ...paramFeeds(),
                 sample: x,
                 timestep: timestepFeed(lossSession, t),
@@ -435,9 +476,11 @@ export async function diffusionClipFinetune(
           // The loss at the last step, then back through the earlier ones.
           const [tLast, nextLast] = pairs.at(-1)!;
           const last = ddimCoefficients(alphaBar(alphas, tLast), alphaBar(alphas, nextLast));
+          const reference =
+            directionReference === 'original' ? await originalGeneration(i) : options.images[i];
           const out = await lossSession.run(
             {
-              ...common(i),
+              ...common(i, reference),
               ...paramFeeds(),
               sample: xs.at(-1)!,
               timestep: timestepFeed(lossSession, tLast),
@@ -502,6 +545,7 @@ export async function diffusionClipFinetune(
     inversion_steps: String(inversionSteps),
     generation_steps: String(generationSteps),
     gradient: scheme,
+    direction_reference: directionReference,
   };
   return {
     updates,
@@ -516,6 +560,8 @@ export async function diffusionClipFinetune(
       lambdaGlobal,
       adapter,
       gradient: scheme,
+      directionReference,
+      changeFloor,
     },
     async save(path, extra = {}) {
       await ensureParentDir(path);

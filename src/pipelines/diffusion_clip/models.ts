@@ -33,6 +33,12 @@ export const CLIP_LOSS_INPUTS = {
   x0Coefficients: 'dclip_x0_coefficients',
   /** [1, 3, H, W]: the input image x₀ in [-1, 1] (the identity term). */
   sourceImage: 'dclip_source_image',
+  /**
+   * [1, 3, H, W] in [-1, 1]: the image the directional term measures the change from: x₀ itself (the paper), or
+   * the original model's x̂₀ at the same x_t (so that the change is the fine-tuning's alone, see
+   * {@link DirectionReference}).
+   */
+  referenceImage: 'dclip_reference_image',
   /** [1, D]: E_T(y_tar) − E_T(y_ref) of unit text embeddings. */
   textDirection: 'dclip_text_direction',
   /** [V, 3, s, s]: pixel noise added to each CLIP view (fresh each step; zeros for none). */
@@ -64,6 +70,12 @@ export interface ClipLossSpec {
   lambdaGlobal?: number;
   /** The crops CLIP sees (default {@link CLIP_VIEWS}); the view-noise input has one slice per view. */
   views?: readonly ClipView[];
+  /**
+   * Floor on the length of the CLIP change in the directional term's cosine (default 0: none). With the original
+   * model's x̂₀ as the reference the change starts at zero, where the cosine's gradient grows as 1/|change|; below
+   * the floor the term becomes a bounded projection onto the text direction instead.
+   */
+  changeFloor?: number;
   /** Parameters to differentiate (and feed each step). */
   parameters: readonly string[];
   /** Also d loss / d x_t (the full chain needs it). */
@@ -124,6 +136,7 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       const { size, mean, std } = spec.clipProcessing;
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.x0Coefficients, F, [2]));
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.sourceImage, F, [1, 3, imageHeight, imageWidth]));
+      graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.referenceImage, F, [1, 3, imageHeight, imageWidth]));
       graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.viewNoise, F, [views, 3, size, size]));
       const coefficient = (k: number) =>
         b.op('Gather', [CLIP_LOSS_INPUTS.x0Coefficients, b.int64Scalar(k)], { axis: 0 });
@@ -136,9 +149,9 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
         attachLoss(vaeDecoder, { bindings: { latent_sample: latent }, prefix: 'vae/' }).attach(graph),
         F,
       );
-      // [2, 3, H, W]: the prediction and the source, in [0, 1], cut and resized alike.
+      // [2, 3, H, W]: the prediction and the reference, in [0, 1], cut and resized alike.
       const pair = b.add(
-        b.scale(b.concat([image, CLIP_LOSS_INPUTS.sourceImage], 0), 0.5),
+        b.scale(b.concat([image, CLIP_LOSS_INPUTS.referenceImage], 0), 0.5),
         b.scalarLike(0.5, image),
       );
       const cut = viewBoxes.map(([top, left, h, w]) => {
@@ -178,7 +191,8 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
       const byView = b.reshape(unitEmbeds, [views, 2, -1]);
       const [edited, source] = b.split(byView, 1, [1, 1]);
       const change = b.reshape(b.sub(edited, source), [views, -1]);
-      const direction = cosineDistanceLoss(change, { input: CLIP_LOSS_INPUTS.textDirection }).attach(graph);
+      graph.addInput(makeValueInfo(CLIP_LOSS_INPUTS.textDirection, F, graph.shape(change)));
+      const direction = directionalLoss(b, change, CLIP_LOSS_INPUTS.textDirection, spec.changeFloor ?? 0);
       const l1 = l1Loss(image, { input: CLIP_LOSS_INPUTS.sourceImage }).attach(graph);
       b.op('Identity', [direction], undefined, { outputs: ['dclip_clip_loss'] });
       b.op('Identity', [l1], undefined, { outputs: ['dclip_l1_loss'] });
@@ -194,6 +208,21 @@ function clipLoss(vaeDecoder: ModelProto, clipImage: ModelProto, spec: ClipLossS
 }
 
 const GLOBAL_LOSS = 'dclip_global_loss';
+
+/**
+ * mean over views of 1 − change · u / (max(|change|, floor) · |u|): the cosine distance to the text direction u,
+ * which below the floor turns into a projection whose gradient stays bounded.
+ */
+function directionalLoss(b: GraphBuilder, change: string, textDirection: string, floor: number): string {
+  if (!(floor > 0)) return cosineDistanceLoss(change, { input: textDirection }).attach(b.graph);
+  const dot = b.reduceSum(b.mul(change, textDirection), [-1], false);
+  // The tiny offset keeps Sqrt's gradient finite where the change is exactly zero (the first update).
+  const length = (x: string) =>
+    b.op('Sqrt', [b.add(b.reduceSum(b.mul(x, x), [-1], false), b.scalarLike(1e-12, dot))]);
+  const denominator = b.mul(b.op('Max', [length(change), b.scalarLike(floor, dot)]), length(textDirection));
+  const distance = b.sub(b.scalarLike(1, dot), b.div(dot, denominator));
+  return b.reduceMean(distance, undefined, false);
+}
 
 /** The step-loss model (see the module comment). `unet` carries the trained parameters as initializers. */
 export function buildClipLossModel(
