@@ -108,7 +108,8 @@ export interface MultiSummary {
   secondsPerEdit: number;
 }
 
-function glossy(scene: Scene): Scene {
+/** The scene with every object in the glossy (3D "colour") artwork. */
+export function glossy(scene: Scene): Scene {
   return { ...scene, objects: scene.objects.map((o) => ({ ...o, style: 'colour' as const })) };
 }
 

@@ -15,6 +15,7 @@ import { probeWebGpu, type ResolvedDevice } from '../runtime/device.js';
 import { benchAutodiffOne, type AutodiffBenchRequest, type AutodiffBenchResult } from './autodiff.js';
 import { relativeDifference, runOnDevice } from './device_parity.js';
 import { diffusionClipBenchMain } from './diffusion_clip.js';
+import { diffusionClipStyleMain } from './diffusion_clip_style.js';
 import { diffEditBenchMain } from './diffedit.js';
 import { dragBenchMain } from './drag.js';
 import { serveLoadMain } from './serve_load.js';
@@ -216,11 +217,12 @@ async function benchMain(argv: string[]): Promise<void> {
   if (argv[0] === 'vs-torch') return vsTorchMain(argv.slice(1));
   if (argv[0] === 'serve-load') return serveLoadMain(argv.slice(1), defaultModel());
   if (argv[0] === 'diffusion-clip') return diffusionClipBenchMain(argv.slice(1), defaultModel());
+  if (argv[0] === 'diffusion-clip-style') return diffusionClipStyleMain(argv.slice(1), defaultModel());
   if (argv[0] === 'autodiff') return autodiffMain(argv.slice(1));
   const program = new Command('bench')
     .argument(
       '[suite]',
-      'pipeline | diffedit | diffusion-clip | vs-torch | autodiff | parity | drag',
+      'pipeline | diffedit | diffusion-clip | diffusion-clip-style | vs-torch | autodiff | parity | drag',
       'pipeline',
     )
     .option('--model <dir>', 'model bundle (default: the bundled model, else the tiny test bundle)')
@@ -233,7 +235,7 @@ async function benchMain(argv: string[]): Promise<void> {
   const suite = program.args[0] ?? 'pipeline';
   if (suite !== 'pipeline') {
     process.stderr.write(
-      `bench: unknown suite '${suite}' (available: pipeline, diffedit, diffusion-clip, vs-torch, autodiff, parity, drag)\n`,
+      `bench: unknown suite '${suite}' (available: pipeline, diffedit, diffusion-clip, diffusion-clip-style, vs-torch, autodiff, parity, drag)\n`,
     );
     process.exitCode = 2;
     return;

@@ -135,3 +135,50 @@ describe('bench diffusion-clip --multi on the bundled model (one scene, one trai
     }
   }, 300_000);
 });
+
+describe('bench diffusion-clip-style on the bundled model (two scenes, two training images)', () => {
+  it('scores SDEdit, a fine-tuned delta at two scales, the oracle and the pixel probe', async () => {
+    const { mkdtemp, readdir, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { benchDiffusionClipStyle } = await import('../../src/bench/diffusion_clip_style.js');
+    const { EMOJI_LDM } = await import('../support/bundled_model.js');
+    const out = await mkdtemp(join(tmpdir(), 'editkit-dclip-style-'));
+    try {
+      const rows = await benchDiffusionClipStyle(
+        EMOJI_LDM,
+        [
+          { name: 'sdedit', sdedit: 0.3 },
+          { name: 'delta', epochs: 1, generationSteps: 2, scales: [1, 2] },
+          { name: 'oracle', oracle: true, epochs: 1, generationSteps: 2 },
+          { name: 'pixels', pixels: 3 },
+        ],
+        { background: 'sand', trainImages: 2, cases: 2, out, threads: 1 },
+        () => {},
+      );
+      expect(rows.map((r) => `${r.variant}${r.scale ?? ''}`)).toEqual([
+        'sdedit',
+        'delta1',
+        'delta2',
+        'oracle1',
+        'pixels',
+      ]);
+      for (const r of rows) {
+        expect(r.success).toBeLessThanOrEqual(r.objectsKept);
+        expect(Number.isFinite(r.progress)).toBe(true);
+        expect(r.backgroundPsnr).toBeGreaterThan(10);
+      }
+      // The larger LoRA scale moves the objects further.
+      expect(rows[2].progress).toBeGreaterThan(rows[1].progress);
+      const pixels = rows[4];
+      expect(pixels.gradientCosine).toBeGreaterThan(-1);
+      expect(pixels.gradientCosine).toBeLessThan(1);
+      const files = await readdir(out);
+      expect(files).toEqual(
+        expect.arrayContaining(['delta.safetensors', 'oracle.safetensors', 'pixels.png']),
+      );
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  }, 300_000);
+});

@@ -357,6 +357,29 @@ describe('fine-tuning', () => {
     }
   });
 
+  it('identity targets: with the CLIP terms off, the L1 pulls the generation toward another image', async () => {
+    const target = images[2];
+    const result = await diffusionClipFinetune(bundle, clip, {
+      images: images.slice(0, 1),
+      identityTargets: [target],
+      sourceText: 'a photo on the grass',
+      targetText: 'a photo on the snow',
+      lambdaClip: 0,
+      lambdaL1: 1,
+      epochs: 3,
+      generationSteps: 3,
+      inversionSteps: 6,
+      learningRate: 1e-3,
+      intraOpNumThreads: 2,
+    });
+    const l1 = result.updates.map((u) => u.l1);
+    console.info(`[dclip] identity-target L1 per update: ${l1.map((v) => v.toFixed(4)).join(' ')}`);
+    // The loss is the L1 alone, to the target (not to the input).
+    for (const u of result.updates) expect(u.loss).toBeCloseTo(u.l1, 5);
+    const lastStep = (e: number) => result.updates.find((u) => u.epoch === e && u.step === 2)!.l1;
+    expect(lastStep(2)).toBeLessThan(lastStep(0));
+  });
+
   it('the full chain: one update per image, and a full-weight delta that applies', async () => {
     const result = await diffusionClipFinetune(bundle, clip, {
       images: images.slice(0, 2),
@@ -425,6 +448,13 @@ describe('schedules, mixing and bad input', () => {
     await expect(run({ images: [images[0], NDArray.zeros([1, 3, 32, 32])] })).rejects.toThrow(
       /share one size/,
     );
+    await expect(run({ identityTargets: images.slice(0, 2) })).rejects.toThrow(
+      /one identity target per training image/,
+    );
+    await expect(run({ identityTargets: [NDArray.zeros([1, 3, 32, 32])] })).rejects.toThrow(
+      /identity targets must be 64×64/,
+    );
+    await expect(run({ changeFloor: -1 })).rejects.toThrow(/change floor must be ≥ 0/);
     await expect(
       applyDelta(
         await loadModel(join(EMOJI_LDM, 'unet', 'model.onnx')),

@@ -89,6 +89,12 @@ export interface DiffusionClipOptions {
   lambdaClip?: number;
   /** Weight of the identity L1 in image space (default 0.3, the reference's `l1_loss_w` for attribute edits). */
   lambdaL1?: number;
+  /**
+   * What the L1 term pulls each x̂₀ toward, one per training image (default: the images themselves, the paper's
+   * identity term). Given the true edits and λ_CLIP 0 it makes a supervised fit of the same adapter, schedule and
+   * updates: how far the fine-tuning could go with a perfect teacher (the style bench's "oracle").
+   */
+  identityTargets?: readonly NDArray[];
   /** Weight of the global CLIP term 1 − cos(E_I(x̂₀), E_T(y_tar)) (default 0: off, as the paper's runs). */
   lambdaGlobal?: number;
   /**
@@ -283,6 +289,16 @@ export async function diffusionClipFinetune(
     throw new UserError(
       `give one global target text per training image: ${options.imageTargetTexts.length} texts, ${options.images.length} images`,
     );
+  const identityTargets = options.identityTargets ?? options.images;
+  if (identityTargets.length !== options.images.length)
+    throw new UserError(
+      `give one identity target per training image: ${identityTargets.length} targets, ${options.images.length} images`,
+    );
+  for (const target of identityTargets) {
+    const size = checkImage(bundle, target);
+    if (size.width !== width || size.height !== height)
+      throw new UserError(`identity targets must be ${width}×${height} like the training images`);
+  }
   const settings: SessionSettings = { device: bundle.device, intraOpNumThreads: options.intraOpNumThreads };
   const directionReference = options.directionReference ?? 'input';
   const changeFloor = options.changeFloor ?? (directionReference === 'original' ? 0.02 : 0);
@@ -409,7 +425,7 @@ export async function diffusionClipFinetune(
     };
     const common = (i: number, reference: NDArray) => ({
       encoder_hidden_states: embedding,
-      [CLIP_LOSS_INPUTS.sourceImage]: options.images[i],
+      [CLIP_LOSS_INPUTS.sourceImage]: identityTargets[i],
       [CLIP_LOSS_INPUTS.referenceImage]: reference,
       [CLIP_LOSS_INPUTS.viewNoise]: gen
         .randn([views.length, 3, clip.processing.size, clip.processing.size])
