@@ -30,6 +30,7 @@ import { diffusionClipEdit, loadDeltas, mixingWeights } from '../../src/pipeline
 import { diffusionClipFinetune } from '../../src/pipelines/diffusion_clip/finetune.js';
 import {
   buildClipLossModel,
+  type ClipLossSpec,
   CLIP_LOSS_INPUTS,
   CLIP_VIEWS,
 } from '../../src/pipelines/diffusion_clip/models.js';
@@ -73,6 +74,27 @@ describe('the step-loss graph', () => {
   let model: ReturnType<typeof buildClipLossModel>;
   const params = () => lora.parameters.slice(0, 4);
   const feeds: Record<string, NDArray> = {};
+  /** The step-loss model of the LoRA UNet on the bundled model, with the test's loss weights. */
+  const lossModel = async (spec: Partial<ClipLossSpec>) =>
+    buildClipLossModel(
+      lora.model,
+      await loadModel(join(EMOJI_LDM, 'vae_decoder', 'model.onnx')),
+      await loadModel(clip.imageModelPath),
+      {
+        output: bundle.unet.outputName,
+        sampleShape: [1, 8, 16, 16],
+        contextShape: [1, 24, 128],
+        timestepShape: [1],
+        scalingFactor: bundle.vaeDecoder.scalingFactor,
+        clipProcessing: clip.processing,
+        imageSize: [64, 64],
+        lambdaClip: 1,
+        lambdaL1: 0.3,
+        parameters: params(),
+        sampleGradient: true,
+        ...spec,
+      },
+    );
 
   beforeAll(async () => {
     base = await loadModel(join(EMOJI_LDM, 'unet', 'model.onnx'));
@@ -84,21 +106,7 @@ describe('the step-loss graph', () => {
         t,
         tensorToFloat32(t).map((v) => v * 20),
       );
-    const vae = await loadModel(join(EMOJI_LDM, 'vae_decoder', 'model.onnx'));
-    const clipImage = await loadModel(clip.imageModelPath);
-    model = buildClipLossModel(lora.model, vae, clipImage, {
-      output: bundle.unet.outputName,
-      sampleShape: [1, 8, 16, 16],
-      contextShape: [1, 24, 128],
-      timestepShape: [1],
-      scalingFactor: bundle.vaeDecoder.scalingFactor,
-      clipProcessing: clip.processing,
-      imageSize: [64, 64],
-      lambdaClip: 1,
-      lambdaL1: 0.3,
-      parameters: params(),
-      sampleGradient: true,
-    });
+    model = await lossModel({ sampleGradient: true });
     session = await sessionFromModel(model.model, { device: 'cpu', intraOpNumThreads: 2 }, 'dclip_test');
     const { scheduler } = createScheduler(bundle.schedulerConfig, { override: 'ddim' });
     const a = scheduler.alphasCumprod[300];
@@ -215,25 +223,7 @@ describe('the step-loss graph', () => {
   });
   it('a floor on the CLIP change: below it the directional term is a bounded projection, finite at zero change', async () => {
     const floor = 0.02;
-    const floored = buildClipLossModel(
-      lora.model,
-      await loadModel(join(EMOJI_LDM, 'vae_decoder', 'model.onnx')),
-      await loadModel(clip.imageModelPath),
-      {
-        output: bundle.unet.outputName,
-        sampleShape: [1, 8, 16, 16],
-        contextShape: [1, 24, 128],
-        timestepShape: [1],
-        scalingFactor: bundle.vaeDecoder.scalingFactor,
-        clipProcessing: clip.processing,
-        imageSize: [64, 64],
-        lambdaClip: 1,
-        lambdaL1: 0.3,
-        changeFloor: floor,
-        parameters: params(),
-        sampleGradient: false,
-      },
-    );
+    const floored = await lossModel({ changeFloor: floor, sampleGradient: false });
     const flooredSession = await sessionFromModel(
       floored.model,
       { device: 'cpu', intraOpNumThreads: 2 },
