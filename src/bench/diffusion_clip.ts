@@ -99,6 +99,8 @@ export interface FinetuneSettings {
   viewNoise?: number;
   directionReference?: DirectionReference;
   changeFloor?: number;
+  /** The directional term's text direction: the mean over all training captions, or each image's own. */
+  directions?: 'mean' | 'per-image';
   texts: TextMode;
   views: ViewPreset;
 }
@@ -208,31 +210,52 @@ export function trainingSeeds(count: number): number[] {
 }
 
 /** The CLIP text pairs for a background edit. */
+/** The CLIP texts of an edit: text pairs for the direction, the global term's target, and each image's own pairs. */
+export interface EditTexts {
+  source: string[];
+  target: string[];
+  perImageTarget?: string[];
+  /** Each training scene's caption templates before and after the edit (for per-image directions). */
+  perImage?: { source: string[]; target: string[] }[];
+}
+
+/** Every caption template of every training scene, before and after `edit`: the words the CLIP was trained on. */
+export function captionTexts(trainingScenes: readonly Scene[], edit: (scene: Scene) => Scene): EditTexts {
+  const pairs = new Map<string, string>();
+  const perImage = trainingScenes.map((scene) => ({
+    source: allCaptions(scene),
+    target: allCaptions(edit(scene)),
+  }));
+  for (const { source, target } of perImage) source.forEach((s, k) => pairs.set(s, target[k]));
+  return {
+    source: [...pairs.keys()],
+    target: [...pairs.values()],
+    perImageTarget: trainingScenes.map((scene) => caption(edit(scene))),
+    perImage,
+  };
+}
+
 export function backgroundTexts(
   mode: TextMode,
   from: string,
   to: string,
   trainingScenes: readonly Scene[],
-): { source: string[]; target: string[]; perImageTarget?: string[] } {
+): EditTexts {
   if (mode === 'phrase')
     return {
       source: [`a picture ${getBackground(from).phrase}`],
       target: [`a picture ${getBackground(to).phrase}`],
     };
-  // Every template of every training scene, before and after: the words the CLIP was trained on.
-  const pairs = new Map<string, string>();
-  for (const scene of trainingScenes) {
-    const target: Scene = { ...scene, background: { ...scene.background, name: to } };
-    const targets = allCaptions(target);
-    allCaptions(scene).forEach((s, k) => pairs.set(s, targets[k]));
-  }
-  return {
-    source: [...pairs.keys()],
-    target: [...pairs.values()],
-    perImageTarget: trainingScenes.map((scene) =>
-      caption({ ...scene, background: { ...scene.background, name: to } }),
-    ),
-  };
+  return captionTexts(trainingScenes, (scene) => ({
+    ...scene,
+    background: { ...scene.background, name: to },
+  }));
+}
+
+function perImageTexts(texts: EditTexts): { source: string[]; target: string[] }[] {
+  if (!texts.perImage)
+    throw new UserError("per-image directions need the training scenes' captions (--texts captions)");
+  return texts.perImage;
 }
 
 export interface FinetunedEdit {
@@ -246,7 +269,7 @@ export async function finetuneEdit(
   bundle: StableDiffusionBundle,
   clip: ClipModel,
   images: readonly NDArray[],
-  texts: { source: readonly string[]; target: readonly string[]; perImageTarget?: readonly string[] },
+  texts: EditTexts,
   settings: FinetuneSettings,
   threads?: number,
 ): Promise<FinetunedEdit> {
@@ -263,6 +286,7 @@ export async function finetuneEdit(
     lambdaL1: settings.lambdaL1,
     lambdaGlobal: settings.lambdaGlobal,
     imageTargetTexts: texts.perImageTarget,
+    imageTexts: settings.directions === 'per-image' ? perImageTexts(texts) : undefined,
     generationSteps: settings.generationSteps,
     loraRank: settings.loraRank,
     viewNoise: settings.viewNoise,
@@ -798,7 +822,7 @@ function markdown(report: DiffusionClipReport): string {
   return [
     `DiffusionCLIP benchmark: ${report.edit}, ${report.cases} ${report.split === 'heldout' ? 'held-out' : 'validation'} EmojiWorld scenes with ground truth.`,
     `Fine-tuning: ${report.finetune.images} images × ${report.finetune.epochs} epochs, ${report.finetune.updates} updates, ${fmt(report.finetune.seconds, 1)} s, RSS ${fmt(report.finetune.rssMiB, 0)} MiB ` +
-      `(${s.adapter}, ${s.gradient}, t₀ ${s.t0}, S_gen ${s.generationSteps}, lr ${s.learningRate}, λ_L1 ${s.lambdaL1}, λ_global ${s.lambdaGlobal}, reference: ${s.directionReference ?? 'input'}, texts: ${s.texts}, views: ${s.views}).`,
+      `(${s.adapter}, ${s.gradient}, t₀ ${s.t0}, S_gen ${s.generationSteps}, lr ${s.learningRate}, λ_L1 ${s.lambdaL1}, λ_global ${s.lambdaGlobal}, reference: ${s.directionReference ?? 'input'}, directions: ${s.directions ?? 'mean'}, texts: ${s.texts}, views: ${s.views}).`,
     '',
     '| method | success ↑ | objects kept ↑ | directional CLIP ↑ | PSNR to GT dB ↑ | PSNR on objects dB ↑ | LPIPS-style on objects ↓ | s/edit | judge backgrounds |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -859,6 +883,14 @@ export async function diffusionClipBenchMain(argv: readonly string[], defaultMod
     .option('--l1 <λ>', 'weight of the identity L1', String(BENCH_DEFAULTS.lambdaL1))
     .option('--global <λ>', 'weight of the global CLIP term (0: off)', String(BENCH_DEFAULTS.lambdaGlobal))
     .option('--generation-steps <n>', 'S_gen in fine-tuning (default: the pipeline’s)')
+    .addOption(
+      new Option(
+        '--directions <how>',
+        "the CLIP text direction: the mean over all training captions, or each image's own",
+      )
+        .choices(['mean', 'per-image'])
+        .default('mean'),
+    )
     .addOption(
       new Option('--direction-reference <what>', 'what the CLIP change is measured from')
         .choices(['input', 'original'])
@@ -929,6 +961,7 @@ export async function diffusionClipBenchMain(argv: readonly string[], defaultMod
       lambdaGlobal: optional(o.global),
       generationSteps: optional(o.generationSteps),
       directionReference: o.directionReference as DirectionReference,
+      directions: o.directions as 'mean' | 'per-image',
       texts: o.texts as TextMode,
       views: o.views as ViewPreset,
     },

@@ -27,11 +27,12 @@ import { diffusionClipEdit, type WeightedUnet } from '../pipelines/diffusion_cli
 import { img2img } from '../pipelines/img2img.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { writeFileAtomic } from '../util/files.js';
-import { allCaptions, caption } from '../world/caption.js';
+import { caption } from '../world/caption.js';
 import { renderScene } from '../world/render.js';
 import { sampleScene, type SampleSceneOptions, type Scene } from '../world/scene.js';
 import {
   backgroundTexts,
+  captionTexts,
   evaluationSeeds,
   finetuneEdit,
   stackRows,
@@ -238,18 +239,7 @@ export async function benchDiffusionClipMulti(
   // Delta 2: the style, from each training caption to the same caption with glossy objects.
   const styleTexts =
     options.finetune.texts === 'captions'
-      ? (() => {
-          const source: string[] = [];
-          const target: string[] = [];
-          for (const s of trainScenes) {
-            const after = allCaptions(glossy(s));
-            allCaptions(s).forEach((text, k) => {
-              source.push(text);
-              target.push(after[k]);
-            });
-          }
-          return { source, target, perImageTarget: trainScenes.map((s) => caption(glossy(s))) };
-        })()
+      ? captionTexts(trainScenes, glossy)
       : { source: ['a picture of a flat emoji'], target: ['a picture of a glossy emoji'] };
   const styleEdit = await finetuneEdit(
     bundle,

@@ -6,6 +6,8 @@
  *    optionally with another teacher CLIP (`"clip": DIR`) and edited at several LoRA scales (`"scales": [1, 1.5]`);
  *  - `{"oracle": true, …}`: the same fine-tuning with the CLIP terms off and the L1 pulling toward each training
  *    scene's true glossy render: what the adapter, schedule and updates reach with a perfect teacher;
+ *  - `{"clipOracle": true, …}`: the CLIP loss as usual, but each training scene's direction is its true change in
+ *    CLIP's image space (E_I(glossy render) − E_I(flat render)) instead of a text direction;
  *  - `{"pixels": steps, "clip"?: DIR}`: the teacher alone, no diffusion model: the cosine between the directional
  *    loss's descent direction on the pixels and the true change (glossy − flat render) on the objects, then Adam
  *    on the pixels themselves for `steps` steps (directional loss + 10 · mean |x − x₀|), scored like an edit.
@@ -41,12 +43,13 @@ import { img2img } from '../pipelines/img2img.js';
 import { NDArray } from '../runtime/ndarray.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/files.js';
-import { allCaptions, caption } from '../world/caption.js';
+import { caption } from '../world/caption.js';
 import { renderScene } from '../world/render.js';
 import { sampleScene, type Scene } from '../world/scene.js';
 import { resolveWorldSubset } from '../world/subsets.js';
 import {
   BENCH_DEFAULTS,
+  captionTexts,
   evaluationSeeds,
   finetuneEdit,
   stackRows,
@@ -60,6 +63,8 @@ export interface StyleVariant extends Partial<FinetuneSettings> {
   name?: string;
   sdedit?: number;
   oracle?: boolean;
+  /** Each training scene's true change in CLIP image space as its direction (see the module comment). */
+  clipOracle?: boolean;
   pixels?: number;
   /** Teacher CLIP folder (default: the bench's). */
   clip?: string;
@@ -109,9 +114,25 @@ async function styleCase(seed: number, scene: Parameters<typeof sampleScene>[1])
 }
 
 /** Variant fields that are not fine-tuning settings. */
-const NOT_SETTINGS = new Set(['name', 'sdedit', 'oracle', 'pixels', 'clip', 'scales']);
+const NOT_SETTINGS = new Set(['name', 'sdedit', 'oracle', 'clipOracle', 'pixels', 'clip', 'scales']);
 
 const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** E_I(glossy render) − E_I(flat render) of unit image embeddings, per scene. */
+async function trueDirections(teacher: ClipModel, cases: readonly StyleCase[]): Promise<Float32Array[]> {
+  const before = await teacher.embedImages(NDArray.concat(cases.map((c) => c.source01)));
+  const after = await teacher.embedImages(NDArray.concat(cases.map((c) => c.glossy01)));
+  const dim = before.shape[1];
+  const unit = (x: NDArray, i: number) => {
+    const v = x.data.subarray(i * dim, (i + 1) * dim);
+    const norm = Math.hypot(...v);
+    return Array.from(v, (y) => y / norm);
+  };
+  return cases.map((_, i) => {
+    const [a, b] = [unit(before, i), unit(after, i)];
+    return Float32Array.from(a, (y, j) => b[j] - y);
+  });
+}
 
 /**
  * The teacher alone: for a scene, the descent direction of the directional CLIP loss (from the source, along the
@@ -228,16 +249,10 @@ export async function benchDiffusionClipStyle(
   const evals = await Promise.all(
     evaluationSeeds('validation', options.cases).map((s) => styleCase(s, scene)),
   );
-  const source: string[] = [];
-  const target: string[] = [];
-  for (const c of train) {
-    const after = allCaptions(glossy(c.scene));
-    allCaptions(c.scene).forEach((text, k) => {
-      source.push(text);
-      target.push(after[k]);
-    });
-  }
-  const texts = { source, target, perImageTarget: train.map((c) => caption(glossy(c.scene))) };
+  const texts = captionTexts(
+    train.map((c) => c.scene),
+    glossy,
+  );
   const objectsOf = async (x: NDArray) => JSON.stringify([...(await judge.judge(x)).objects].sort());
   const sourceObjects = await Promise.all(evals.map((c) => objectsOf(c.source01)));
   const base = await loadModel(join(bundle.dir, 'unet', 'model.onnx'));
@@ -341,16 +356,35 @@ export async function benchDiffusionClipStyle(
           clipViews: VIEW_PRESETS[settings.views],
           intraOpNumThreads: options.threads,
         })
-      : (
-          await finetuneEdit(
-            bundle,
-            teacher,
-            train.map((c) => c.source),
-            texts,
-            settings,
-            options.threads,
-          )
-        ).tuned;
+      : v.clipOracle
+        ? await diffusionClipFinetune(bundle, teacher, {
+            images: train.map((c) => c.source),
+            imageDirections: await trueDirections(teacher, train),
+            sourceText: texts.source,
+            targetText: texts.target,
+            imageTargetTexts: texts.perImageTarget,
+            epochs: settings.epochs,
+            gradient: settings.gradient,
+            t0: settings.t0,
+            learningRate: settings.learningRate,
+            lambdaL1: settings.lambdaL1,
+            lambdaGlobal: settings.lambdaGlobal,
+            generationSteps: settings.generationSteps,
+            loraRank: settings.loraRank,
+            directionReference: settings.directionReference,
+            clipViews: VIEW_PRESETS[settings.views],
+            intraOpNumThreads: options.threads,
+          })
+        : (
+            await finetuneEdit(
+              bundle,
+              teacher,
+              train.map((c) => c.source),
+              texts,
+              settings,
+              options.threads,
+            )
+          ).tuned;
     const seconds = (performance.now() - started) / 1000;
     await teacher.release();
     const deltaPath = join(options.out, `${label.replace(/[^a-z0-9.=-]+/gi, '_')}.safetensors`);

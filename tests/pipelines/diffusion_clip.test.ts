@@ -370,6 +370,41 @@ describe('fine-tuning', () => {
     expect(lastStep(2)).toBeLessThan(lastStep(0));
   });
 
+  it("per-image directions: from each image's own texts, or given in CLIP space; the loss follows them", async () => {
+    const common = {
+      images: images.slice(0, 1),
+      sourceText: 'a photo on the grass',
+      targetText: 'a photo on the snow',
+      epochs: 1,
+      generationSteps: 2,
+      inversionSteps: 4,
+      intraOpNumThreads: 2,
+    };
+    const texts = await clip.embedTexts(['a photo of a cat on the grass', 'a photo of a cat on the snow']);
+    const dim = texts.shape[1];
+    const own = Float32Array.from({ length: dim }, (_, j) => texts.data[dim + j] - texts.data[j]);
+    const fromTexts = await diffusionClipFinetune(bundle, clip, {
+      ...common,
+      imageTexts: [{ source: 'a photo of a cat on the grass', target: 'a photo of a cat on the snow' }],
+    });
+    const given = await diffusionClipFinetune(bundle, clip, { ...common, imageDirections: [own] });
+    const opposite = await diffusionClipFinetune(bundle, clip, {
+      ...common,
+      imageDirections: [own.map((v) => -v)],
+    });
+    const mean = await diffusionClipFinetune(bundle, clip, common);
+    // The first update sees the same weights in every run: only the direction differs.
+    const first = (r: typeof mean) => r.updates[0].clipLoss;
+    console.info(
+      `[dclip] first CLIP loss: mean ${first(mean).toFixed(5)}, own texts ${first(fromTexts).toFixed(5)}, given ${first(given).toFixed(5)}, opposite ${first(opposite).toFixed(5)}`,
+    );
+    expect(first(fromTexts)).toBeCloseTo(first(given), 5);
+    expect(first(given) + first(opposite)).toBeCloseTo(2, 4);
+    expect(Math.abs(first(given) - first(mean))).toBeGreaterThan(1e-4);
+    expect(fromTexts.settings.directions).toBe('per-image');
+    expect(given.settings.directions).toBe('given');
+  });
+
   it('the full chain: one update per image, and a full-weight delta that applies', async () => {
     const result = await diffusionClipFinetune(bundle, clip, {
       images: images.slice(0, 2),
@@ -445,6 +480,11 @@ describe('schedules, mixing and bad input', () => {
       /identity targets must be 64×64/,
     );
     await expect(run({ changeFloor: -1 })).rejects.toThrow(/change floor must be ≥ 0/);
+    await expect(run({ imageTexts: [] })).rejects.toThrow(/one set of direction texts per training image/);
+    await expect(run({ imageDirections: [new Float32Array(3)] })).rejects.toThrow(/CLIP's 128 dimensions/);
+    await expect(
+      run({ imageTexts: [{ source: 'a', target: 'b' }], imageDirections: [new Float32Array(128)] }),
+    ).rejects.toThrow(/not both/);
     await expect(
       applyDelta(
         await loadModel(join(EMOJI_LDM, 'unet', 'model.onnx')),

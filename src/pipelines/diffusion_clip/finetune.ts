@@ -76,6 +76,18 @@ export interface DiffusionClipOptions {
    */
   sourceText: string | readonly string[];
   targetText: string | readonly string[];
+  /**
+   * Each training image's own text pairs for the directional term (e.g. its caption and the same caption after the
+   * edit, in every template): each image then follows the direction of its own change, not the mean over all
+   * images. Default: every image follows sourceText → targetText.
+   */
+  imageTexts?: readonly { source: string | readonly string[]; target: string | readonly string[] }[];
+  /**
+   * Each training image's direction given directly in CLIP's embedding space (e.g. E_I(example after) −
+   * E_I(example before) of unit embeddings: StyleGAN-NADA's image-guided direction; the style bench's "CLIP
+   * oracle" uses each scene's true edit). Overrides the texts for the directional term.
+   */
+  imageDirections?: readonly Float32Array[];
   /** Conditioning of the UNet during inversion and generation (default '': unconditional, as the paper's models). */
   prompt?: string;
   /** t₀ on the training schedule (default 40% of it: 400 of 1000, the paper's 400–500 for most edits). */
@@ -310,10 +322,32 @@ export async function diffusionClipFinetune(
   const textDirection = await meanTextDirection(clip, sourceTexts, targetTexts);
   const dim = textDirection.length;
   // One row per CLIP view (the loss compares each view's change with it).
-  const direction = new NDArray(
-    Float32Array.from({ length: views.length * dim }, (_, j) => textDirection[j % dim]),
-    [views.length, dim],
-  );
+  const perView = (d: Float32Array) =>
+    new NDArray(
+      Float32Array.from({ length: views.length * d.length }, (_, j) => d[j % d.length]),
+      [views.length, d.length],
+    );
+  const direction = perView(textDirection);
+  if (options.imageTexts && options.imageTexts.length !== options.images.length)
+    throw new UserError(
+      `give one set of direction texts per training image: ${options.imageTexts.length} sets, ${options.images.length} images`,
+    );
+  if (options.imageTexts && options.imageDirections)
+    throw new UserError('give per-image direction texts or per-image directions, not both');
+  if (options.imageDirections && options.imageDirections.length !== options.images.length)
+    throw new UserError(
+      `give one direction per training image: ${options.imageDirections.length} directions, ${options.images.length} images`,
+    );
+  const imageDirections: NDArray[] = [];
+  for (const d of options.imageDirections ?? []) {
+    if (d.length !== dim)
+      throw new UserError(`a direction must have CLIP's ${dim} dimensions, got ${d.length}`);
+    imageDirections.push(perView(d));
+  }
+  for (const texts of options.imageTexts ?? []) {
+    const pairs = textPairs(texts.source, texts.target);
+    imageDirections.push(perView(await meanTextDirection(clip, pairs.sourceTexts, pairs.targetTexts)));
+  }
   // The global term's target per image, one row per view: E_T of the image's own target text, or of them all.
   const globalTargets: NDArray[] = [];
   if (lambdaGlobal > 0) {
@@ -430,7 +464,7 @@ export async function diffusionClipFinetune(
       [CLIP_LOSS_INPUTS.viewNoise]: gen
         .randn([views.length, 3, clip.processing.size, clip.processing.size])
         .scale(viewNoise),
-      [CLIP_LOSS_INPUTS.textDirection]: direction,
+      [CLIP_LOSS_INPUTS.textDirection]: imageDirections[i] ?? direction,
       ...(lambdaGlobal > 0 ? { [CLIP_LOSS_INPUTS.targetText]: globalTargets[i] } : {}),
     });
     // Generation pairs (t, t_next), from t₀ down to the clean image.
@@ -562,6 +596,7 @@ export async function diffusionClipFinetune(
     generation_steps: String(generationSteps),
     gradient: scheme,
     direction_reference: directionReference,
+    directions: options.imageDirections ? 'given' : options.imageTexts ? 'per-image' : 'mean',
   };
   return {
     updates,
@@ -578,6 +613,7 @@ export async function diffusionClipFinetune(
       gradient: scheme,
       directionReference,
       changeFloor,
+      directions: options.imageDirections ? 'given' : options.imageTexts ? 'per-image' : 'mean',
     },
     async save(path, extra = {}) {
       await ensureParentDir(path);
