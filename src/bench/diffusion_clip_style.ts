@@ -425,11 +425,13 @@ export async function saveStyleTradeoff(rows: readonly StyleRow[], path: string)
   });
   const isSdedit = (r: StyleRow) => r.scale === undefined && r.gradientCosine === undefined;
   const isOracle = (r: StyleRow) => r.variant.startsWith('oracle');
-  const tuned = (r: StyleRow) => r.scale !== undefined && !isOracle(r);
+  const isClipOracle = (r: StyleRow) => r.variant.startsWith('CLIP oracle');
+  const tuned = (r: StyleRow) => r.scale !== undefined && !isOracle(r) && !isClipOracle(r);
   const series = [
     group('SDEdit (strengths)', isSdedit, true),
     group('DiffusionCLIP', (r) => tuned(r) && r.scale === 1),
     group('DiffusionCLIP, LoRA scale > 1', (r) => tuned(r) && r.scale! > 1),
+    group('CLIP oracle: true directions', isClipOracle),
     group('oracle: L1 to the true edit', isOracle),
   ].filter((s) => s.points.length > 0);
   await savePlot(
