@@ -15,7 +15,9 @@ training. The adversary maximises the same loss inside an L2 ball of radius eps 
 
 Result (docs/bench/diffusion-clip.md, "The style edit: what limits it"): eps 1 doubles the gradient's alignment
 (0.20 → 0.38) and keeps retrieval (top-1 0.947 → 0.958), eps 3 0.36 (0.938); neither makes pixel descent draw
-glossy artwork, and as DiffusionCLIP's teacher neither beats emoji-clip on the style edit. No model of it ships.
+glossy artwork, and as DiffusionCLIP's teacher neither beats emoji-clip on the style edit. No model of it ships:
+the limit turned out to be the text direction, not the gradient (with true image-space directions emoji-clip does
+the edit).
 
 Input: the CLIP checkpoint and tokenizer that train_all.py writes in its work folder (w/clip.pt, w/tokenizer).
 
