@@ -30,6 +30,7 @@ import {
   diffusionClipFinetune,
   type AdapterKind,
   type DiffusionClipResult,
+  type DiffusionClipOptions,
   type DiffusionClipUpdate,
   type DirectionReference,
   type GradientScheme,
@@ -272,6 +273,8 @@ export async function finetuneEdit(
   texts: EditTexts,
   settings: FinetuneSettings,
   threads?: number,
+  /** Pipeline options beyond the bench's settings (the style bench's oracles). */
+  overrides: Partial<DiffusionClipOptions> = {},
 ): Promise<FinetunedEdit> {
   const started = performance.now();
   const tuned = await diffusionClipFinetune(bundle, clip, {
@@ -294,6 +297,7 @@ export async function finetuneEdit(
     changeFloor: settings.changeFloor,
     clipViews: VIEW_PRESETS[settings.views],
     intraOpNumThreads: threads,
+    ...overrides,
   });
   return {
     tuned,

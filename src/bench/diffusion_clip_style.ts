@@ -37,7 +37,7 @@ import { ClipModel } from '../models/clip.js';
 import { EmojiJudge } from '../models/judge.js';
 import { applyDelta } from '../pipelines/diffusion_clip/delta.js';
 import { diffusionClipEdit } from '../pipelines/diffusion_clip/edit.js';
-import { diffusionClipFinetune } from '../pipelines/diffusion_clip/finetune.js';
+import type { DiffusionClipOptions } from '../pipelines/diffusion_clip/finetune.js';
 import { sessionFromModel } from '../pipelines/drag/unet_models.js';
 import { img2img } from '../pipelines/img2img.js';
 import { NDArray } from '../runtime/ndarray.js';
@@ -54,7 +54,6 @@ import {
   finetuneEdit,
   stackRows,
   trainingSeeds,
-  VIEW_PRESETS,
   type FinetuneSettings,
 } from './diffusion_clip.js';
 import { glossy, regionProgress } from './diffusion_clip_multi.js';
@@ -339,52 +338,25 @@ export async function benchDiffusionClipStyle(
     };
     const teacher = await ClipModel.load(clip ?? defaultClip, { intraOpNumThreads: options.threads });
     const started = performance.now();
-    const tuned = oracle
-      ? await diffusionClipFinetune(bundle, teacher, {
-          images: train.map((c) => c.source),
+    const overrides: Partial<DiffusionClipOptions> = oracle
+      ? {
           identityTargets: train.map((c) => c.glossy01.map((x) => 2 * x - 1)),
-          sourceText: texts.source,
-          targetText: texts.target,
           lambdaClip: 0,
           lambdaL1: 1,
-          epochs: settings.epochs,
-          gradient: settings.gradient,
-          t0: settings.t0,
-          learningRate: settings.learningRate,
-          generationSteps: settings.generationSteps,
-          loraRank: settings.loraRank,
-          clipViews: VIEW_PRESETS[settings.views],
-          intraOpNumThreads: options.threads,
-        })
+          lambdaGlobal: 0,
+        }
       : v.clipOracle
-        ? await diffusionClipFinetune(bundle, teacher, {
-            images: train.map((c) => c.source),
-            imageDirections: await trueDirections(teacher, train),
-            sourceText: texts.source,
-            targetText: texts.target,
-            imageTargetTexts: texts.perImageTarget,
-            epochs: settings.epochs,
-            gradient: settings.gradient,
-            t0: settings.t0,
-            learningRate: settings.learningRate,
-            lambdaL1: settings.lambdaL1,
-            lambdaGlobal: settings.lambdaGlobal,
-            generationSteps: settings.generationSteps,
-            loraRank: settings.loraRank,
-            directionReference: settings.directionReference,
-            clipViews: VIEW_PRESETS[settings.views],
-            intraOpNumThreads: options.threads,
-          })
-        : (
-            await finetuneEdit(
-              bundle,
-              teacher,
-              train.map((c) => c.source),
-              texts,
-              settings,
-              options.threads,
-            )
-          ).tuned;
+        ? { imageDirections: await trueDirections(teacher, train) }
+        : {};
+    const { tuned } = await finetuneEdit(
+      bundle,
+      teacher,
+      train.map((c) => c.source),
+      texts,
+      settings,
+      options.threads,
+      overrides,
+    );
     const seconds = (performance.now() - started) / 1000;
     await teacher.release();
     const deltaPath = join(options.out, `${label.replace(/[^a-z0-9.=-]+/gi, '_')}.safetensors`);

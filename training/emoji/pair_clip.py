@@ -16,8 +16,6 @@ unchanged, only the text directions move.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import time
 
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 from clip import SmallCLIP, _targets, clip_pixels, evaluate_clip
 from common import log
 from data import ROOT, load_scenes, read_stream, renderer_argv
-from export import export_clip
+from clip_variant import export_clip_variant, load_trained_clip
 from text import Tokenizer
 from train_all import PRESETS
 
@@ -82,13 +80,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    P = PRESETS[args.preset]
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    tok = Tokenizer(os.path.join(args.work, "tokenizer"))
-    clip = SmallCLIP(tok.vocab_size, {**P["clip"], "max_length": P.get("max_length", 77)})
-    clip.load_state_dict(torch.load(os.path.join(args.work, "clip.pt"), map_location="cpu")["model"])
-    clip.eval()
+    P, tok, clip = load_trained_clip(args.work, args.preset)
     subset = P.get("world")
     t = time.time()
     train = edit_pairs("train", args.start, args.pairs, subset)
@@ -131,18 +125,11 @@ def main() -> None:
     clip.eval()
     after = {"directions": direction_agreement(clip, tok, held), "retrieval": evaluate_clip(clip, tok, scenes, "cpu")}
     log(f"pair CLIP after {step} steps: {after}")
-    export_clip(args.out, tok, clip, {}, image_size=P["vae"]["image_size"])
-    config_path = os.path.join(args.out, "config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    config["_name_or_path"] = "editkit/emoji-clip-pairs"
-    config["training"] = {
+    export_clip_variant(args.out, tok, clip, P, "editkit/emoji-clip-pairs", {
         "from": "editkit/emoji-clip (text tower fine-tuned on world edit pairs; image tower unchanged)",
         "pairs": args.pairs, "start": args.start, "steps": step, "batch_pairs": args.batch_pairs, "lr": args.lr,
         "seconds": round(time.time() - started), "seed": args.seed, "heldout_before": before, "heldout_after": after,
-    }
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    })
     log(f"wrote {args.out}")
 
 

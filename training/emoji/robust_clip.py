@@ -27,8 +27,6 @@ Input: the CLIP checkpoint and tokenizer that train_all.py writes in its work fo
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import numpy as np
@@ -38,8 +36,7 @@ import torch.nn.functional as F
 from clip import CLIP_MEAN, CLIP_STD, SmallCLIP, _targets, evaluate_clip
 from common import log
 from data import load_scenes
-from export import export_clip
-from text import Tokenizer
+from clip_variant import export_clip_variant, load_trained_clip
 from train_all import PRESETS
 
 
@@ -87,14 +84,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    P = PRESETS[args.preset]
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    tok = Tokenizer(os.path.join(args.work, "tokenizer"))
-    clip = SmallCLIP(tok.vocab_size, {**P["clip"], "max_length": P.get("max_length", 77)})
-    clip.load_state_dict(torch.load(os.path.join(args.work, "clip.pt"), map_location="cpu")["model"])
-    clip.eval()
+    P, tok, clip = load_trained_clip(args.work, args.preset)
     for p in clip.parameters():
         p.requires_grad_(False)
     subset = P.get("world")
@@ -148,12 +141,7 @@ def main() -> None:
     vision.eval()
     after = evaluate_clip(clip, tok, held, "cpu")
     log(f"robust CLIP: {step} steps in {time.time() - started:.0f}s; clean held-out retrieval after {after}")
-    files = export_clip(args.out, tok, clip, {}, image_size=P["vae"]["image_size"])
-    config_path = os.path.join(args.out, "config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    config["_name_or_path"] = "editkit/emoji-clip-robust"
-    config["training"] = {
+    files = export_clip_variant(args.out, tok, clip, P, "editkit/emoji-clip-robust", {
         "from": "editkit/emoji-clip (image tower fine-tuned; text tower unchanged)",
         "adversary": f"L2 PGD, eps {args.eps} (pixels in [0, 1]), {args.pgd_steps} steps",
         "loss": "image-to-text InfoNCE, half clean, half adversarial",
@@ -162,9 +150,7 @@ def main() -> None:
         "heldout_retrieval_before": before, "heldout_retrieval_after": after,
         "final_losses": {"clean": float(np.mean([h[0] for h in history[-50:]])),
                          "adversarial": float(np.mean([h[1] for h in history[-50:]]))},
-    }
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
+    })
     log(f"wrote {args.out}: {files}")
 
 

@@ -438,6 +438,8 @@ export async function diffusionClipFinetune(
       lossModel.output,
       ...(lossModel.globalLoss ? [lossModel.globalLoss] : []),
     ];
+    // Generation pairs (t, t_next), from t₀ down to the clean image.
+    const pairs = generationSeq.map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const).reverse();
     const decoder = bundle.vaeDecoder;
     // The original model's x̂₀ at x_t, decoded: the per-step scheme's 'original' reference.
     const originalPrediction = async (x: NDArray, t: number, x0Coefficients: readonly number[]) => {
@@ -467,8 +469,6 @@ export async function diffusionClipFinetune(
       [CLIP_LOSS_INPUTS.textDirection]: imageDirections[i] ?? direction,
       ...(lambdaGlobal > 0 ? { [CLIP_LOSS_INPUTS.targetText]: globalTargets[i] } : {}),
     });
-    // Generation pairs (t, t_next), from t₀ down to the clean image.
-    const pairs = generationSeq.map((t, k) => [t, k > 0 ? generationSeq[k - 1] : -1] as const).reverse();
 
     for (let epoch = 0; epoch < epochs; epoch++) {
       for (let i = 0; i < options.images.length; i++) {
